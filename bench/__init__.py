@@ -1,0 +1,1 @@
+"""The harness: grids, the runner, execution, measurement, results and reports."""

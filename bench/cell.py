@@ -1,0 +1,195 @@
+"""Run one grid cell in this process and produce its result row.
+
+The runner starts `python -m bench.cell CELL.json ROW.json` once per cell, with
+the thread budget in the environment before torch is imported, so no global
+flag of one cell can leak into the next, and a crash becomes a status.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .execution import choose_balance, resolve_devices, run_pipelined, run_sequential, stage_devices
+from .execution.record import NonFiniteLossError
+from .grid import Cell
+from .measure import peak_memory, provenance, step_stats
+from .schema import ResultRow
+from .validation import build_model
+
+__all__ = ["run_cell", "prepare_batches", "failed_row"]
+
+
+def _base_row(cell: Cell) -> ResultRow:
+    from data import get_spec
+
+    spec = get_spec(cell.dataset)
+    return ResultRow(
+        cell_id=cell.cell_id, grid=cell.grid, method=cell.method, model=cell.model,
+        dataset=cell.dataset, data_kind=spec.kind, batch_size=cell.batch_size,
+        devices=cell.devices, trial=cell.trial, seed=cell.seed,
+        settings_json=json.dumps(cell.identity()["settings"], sort_keys=True),
+        started_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **provenance(),
+    )
+
+
+def failed_row(cell: Cell, status: str, error: str, duration_s: Optional[float] = None) -> ResultRow:
+    """The row of a cell that did not finish: it still records what was asked."""
+    row = _base_row(cell)
+    row.status, row.error, row.duration_s = status, error, duration_s
+    return row
+
+
+def fetch_batch(dataset, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples `indices` as one batch: the dataset's vectorised `get_batch` when it has one."""
+    if hasattr(dataset, "get_batch"):
+        return dataset.get_batch(indices)
+    items = [dataset[int(i)] for i in indices]
+    return torch.stack([torch.as_tensor(it[0]) for it in items]), torch.as_tensor([int(it[1]) for it in items])
+
+
+def prepare_batches(dataset, batch_size: int, count: int, seed: int, views: int, modality: str) -> list:
+    """Build `count` batches ahead of time, so data loading never sits inside step time."""
+    from data import two_view_batch
+
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(dataset), generator=generator)
+    batches = []
+    for b in range(count):
+        idx = order[(b * batch_size) % len(dataset):][:batch_size]
+        if len(idx) < batch_size:  # wrap around the end of the epoch
+            idx = torch.cat([idx, order[: batch_size - len(idx)]])
+        x, y = fetch_batch(dataset, idx)
+        if views == 2:
+            x, y = two_view_batch(x, y, modality)
+        batches.append((x, y))
+    return batches
+
+
+@torch.no_grad()
+def evaluate(method, dataset, batch_size: int, max_batches: Optional[int]) -> tuple[float, int]:
+    """Top-1 accuracy of the deployed network (stages + final head) on the test split."""
+    method.train(False)
+    correct = total = 0
+    n = len(dataset)
+    limit = n if max_batches is None else min(n, max_batches * batch_size)
+    for start in range(0, limit, batch_size):
+        idx = torch.arange(start, min(start + batch_size, limit))
+        x, y = fetch_batch(dataset, idx)
+        logits = method.predict(x)
+        correct += int((logits.argmax(dim=1).cpu() == y).sum())
+        total += len(y)
+    method.train(True)
+    return correct / max(total, 1), total
+
+
+def run_cell(cell: Cell, data_root: Optional[str] = None) -> ResultRow:
+    """Build, place, train (warm-up + timed steps), evaluate and measure one cell."""
+    from data import get_spec, load_dataset
+    from methods import MethodConfig, create_method
+
+    wall_start = time.perf_counter()
+    s = cell.settings
+    row = _base_row(cell)
+    devices = resolve_devices(cell.devices, s.device_kind, s.threads_per_device)
+    torch.set_num_threads(devices.threads_per_device)
+    torch.manual_seed(cell.seed)
+    spec = get_spec(cell.dataset)
+
+    t0 = time.perf_counter()
+    train_set = load_dataset(cell.dataset, split="train", root=data_root, seed=cell.seed, augment=s.augment)
+    test_set = load_dataset(cell.dataset, split="test", root=data_root, seed=cell.seed)
+    untimed = prepare_batches(train_set, cell.batch_size, s.train_steps, cell.seed, s.views, spec.modality)
+    timed = prepare_batches(
+        train_set, cell.batch_size, s.warmup_steps + s.steps, cell.seed + 10_000, s.views, spec.modality
+    )
+    data_time = time.perf_counter() - t0
+
+    model = build_model(cell.model, spec, **s.model_kwargs)
+    config = MethodConfig(
+        lr=s.lr, optimizer=s.optimizer, temperature=s.temperature,
+        projector=s.projector, supcon_variant=s.supcon_variant,
+    )
+    method = create_method(cell.method, model, config)
+    balance, costs = choose_balance(method, devices.count, timed, s.balance)
+    method.place(stage_devices(balance, devices.devices))
+
+    if untimed:
+        run_sequential(method, untimed, devices, warmup_steps=0)
+    for device in devices.devices:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+    if method.decoupled and devices.count > 1:
+        record = run_pipelined(method.stage_steps(), balance, devices, timed, s.warmup_steps, s.queue_depth)
+    else:
+        record = run_sequential(method, timed, devices, s.warmup_steps)
+    stats = step_stats(record)
+    peak, per_device, mem_kind = peak_memory(devices)
+    acc, eval_samples = evaluate(method, test_set, s.eval_batch_size, s.eval_batches)
+    effective, affiliated = method.parameter_counts()
+    steps_per_epoch = math.ceil(spec.train_size / cell.batch_size)
+
+    row.device_kind = devices.kind
+    row.device_names = list(devices.names)
+    row.threads_per_device = devices.threads_per_device
+    row.threads_total = devices.total_threads
+    row.cores = devices.cores
+    row.oversubscribed = devices.oversubscribed
+    row.balance = balance
+    row.stage_costs_s = costs or []
+    row.warmup_steps = s.warmup_steps
+    row.timed_steps = s.steps
+    row.step_times_s = stats.step_times_s
+    row.step_time_median_s = stats.median_s
+    row.step_time_p10_s = stats.p10_s
+    row.step_time_p90_s = stats.p90_s
+    row.timed_total_s = stats.timed_total_s
+    row.steps_per_epoch = steps_per_epoch
+    row.epoch_time_s = stats.median_s * steps_per_epoch
+    row.epoch_time_kind = "extrapolated"
+    row.data_time_s = data_time
+    row.throughput_samples_s = cell.batch_size * s.views / stats.median_s
+    row.stage_busy_s = record.stage_busy_s
+    row.device_busy_s = record.device_busy_s
+    row.final_train_loss = record.losses[-1]
+    row.test_acc = acc
+    row.eval_samples = eval_samples
+    row.params_effective = effective
+    row.params_affiliated = affiliated
+    row.peak_mem_bytes = peak
+    row.peak_mem_per_device = per_device
+    row.peak_mem_kind = mem_kind
+    row.duration_s = time.perf_counter() - wall_start
+    return row
+
+
+def main(argv: list[str]) -> int:
+    cell_path, row_path = argv[1], argv[2]
+    data_root = argv[3] if len(argv) > 3 and argv[3] else None
+    cell = Cell.from_json(Path(cell_path).read_text())
+    start = time.perf_counter()
+    try:
+        row = run_cell(cell, data_root)
+    except NonFiniteLossError as exc:
+        row = failed_row(cell, "nan", str(exc), time.perf_counter() - start)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes a status row
+        row = failed_row(cell, "failed", f"{type(exc).__name__}: {exc}", time.perf_counter() - start)
+        import traceback
+
+        traceback.print_exc()
+    tmp = Path(row_path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(row.to_dict()))
+    os.replace(tmp, row_path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

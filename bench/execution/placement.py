@@ -1,0 +1,63 @@
+"""Where stages go: contiguous groups of stages per device, given or balanced by measured time.
+
+Why measure: VGG8's four stages differ several-fold in cost, so an even split
+would leave one device idle most of the time.  Changing the stages to chase a
+speedup is not allowed (every method must train the same network); only the
+grouping may change.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Sequence
+
+import torch
+
+from models.partition import contiguous_balance, even_balance, validate_split
+
+__all__ = ["stage_devices", "measure_stage_costs", "choose_balance"]
+
+
+def stage_devices(balance: Sequence[int], devices: Sequence[torch.device]) -> list[torch.device]:
+    """Expand a balance (stages per device) into one device per stage."""
+    out: list[torch.device] = []
+    for count, device in zip(balance, devices):
+        out.extend([device] * count)
+    return out
+
+
+def measure_stage_costs(method, batches: Sequence, repeats: int = 3) -> list[float]:
+    """Median seconds per stage step on a throw-away copy of a decoupled method.
+
+    A copy, so the profiled updates never touch the parameters being benchmarked.
+    """
+    trial = copy.deepcopy(method)
+    steps = trial.stage_steps()
+    times: list[list[float]] = [[] for _ in steps]
+    for i in range(repeats + 1):
+        x, y = batches[i % len(batches)]
+        for k, step in enumerate(steps):
+            start = time.perf_counter()
+            x, loss = step(x, y)
+            float(loss)  # forces completion (a CUDA sync) before the clock is read
+            if i > 0:  # the first round is warm-up (allocator, kernels)
+                times[k].append(time.perf_counter() - start)
+    return [sorted(t)[len(t) // 2] for t in times]
+
+
+def choose_balance(method, num_devices: int, batches: Sequence, balance="auto") -> tuple[list[int], list[float] | None]:
+    """Resolve the grid's `balance` setting: a list, "even", or "auto" (by measured time)."""
+    num_stages = method.model.num_stages
+    validate_split(num_stages, num_devices)
+    if isinstance(balance, (list, tuple)):
+        if len(balance) != num_devices or sum(balance) != num_stages or min(balance) < 1:
+            raise ValueError(
+                f"balance {list(balance)} must have {num_devices} positive entries summing to {num_stages}"
+            )
+        return list(balance), None
+    if num_devices == 1:
+        return [num_stages], None
+    if balance == "even" or not method.decoupled:
+        return even_balance(num_stages, num_devices), None
+    costs = measure_stage_costs(method, batches)
+    return contiguous_balance(costs, num_devices), costs

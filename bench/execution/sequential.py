@@ -1,0 +1,54 @@
+"""One device: every step runs in the calling thread, batch after batch.
+
+Used for every method on 1 device and for coupled methods (BP as naive model
+parallelism) on N devices, where the chain rule leaves nothing to overlap.
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+from .devices import DeviceSet, synchronize
+from .record import RunRecord, check_finite
+
+__all__ = ["run_sequential"]
+
+
+def run_sequential(method, batches: Sequence, devices: DeviceSet, warmup_steps: int) -> RunRecord:
+    """Train on `batches` in order; stage busy times are kept for decoupled methods."""
+    steps = method.stage_steps() if method.decoupled else None
+    stage_busy = [0.0] * (len(steps) if steps else 0)
+    completions: list[float] = []
+    losses: list[float] = []
+    intervals: list[tuple[int, int, float, float]] = []
+    synchronize(devices)
+    start = time.perf_counter()
+    for i, (x, y) in enumerate(batches):
+        if steps is None:
+            loss = method.train_step(x, y)
+        else:
+            loss = 0.0
+            for k, step in enumerate(steps):
+                t0 = time.perf_counter()
+                x, stage_loss = step(x, y)
+                stage_loss = float(stage_loss)  # waits for the stage's device
+                t1 = time.perf_counter()
+                intervals.append((k, i, t0, t1))
+                if i >= warmup_steps:
+                    stage_busy[k] += t1 - t0
+                check_finite(stage_loss, f"stage {k}", i)
+                loss += stage_loss
+        check_finite(loss, method.name, i)
+        synchronize(devices)
+        completions.append(time.perf_counter())
+        losses.append(loss)
+    busy_total = completions[-1] - (completions[warmup_steps - 1] if warmup_steps else start)
+    return RunRecord(
+        start_time=start,
+        completion_times=completions,
+        losses=losses,
+        warmup_steps=warmup_steps,
+        stage_busy_s=stage_busy,
+        device_busy_s=[busy_total],
+        stage_intervals=intervals,
+    )

@@ -1,0 +1,146 @@
+"""`make bench`: speed targets measured as ratios in one run, never in unit tests.
+
+Interleaved rounds: every configuration runs once per round in a fresh process
+(thread budget set before torch is imported), rounds repeat, and each ratio is
+taken between medians.  Pipelined configurations also report their *ideal*
+speedup from measured per-device busy times (all stage work / the busiest
+device's work) and *efficiency* = measured speedup / ideal.
+
+Writes results/bench/bench.json: [{"name", "ratio", "target", "detail"}, ...]
+and prints the same as a table.  Always exits 0: a missed target is a finding.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .execution.devices import available_cores
+from .grid import Cell, CellSettings
+from .runner import REPO_ROOT, run_cell_subprocess
+
+__all__ = ["main", "CONFIGS"]
+
+ROUNDS = int(os.environ.get("SCPLBENCH_BENCH_ROUNDS", "3"))
+SETTINGS = CellSettings(warmup_steps=2, steps=6, eval_batches=1, eval_batch_size=64, timeout_s=900)
+
+
+def _cell(method: str, model: str, dataset: str, batch: int, devices: int, threads: int) -> Cell:
+    settings = dataclasses.replace(SETTINGS, threads_per_device=threads, device_kind="cpu")
+    return Cell("bench", method, model, dataset, batch, devices, 0, settings)
+
+
+# name -> cell; thread counts are explicit so the comparison is resource-matched
+CONFIGS = {
+    "vgg_bp_1dev": _cell("bp", "vgg8", "cifar10@synthetic", 128, 1, 1),
+    "vgg_bp_1dev_2threads": _cell("bp", "vgg8", "cifar10@synthetic", 128, 1, 2),
+    "vgg_scpl_1dev": _cell("scpl", "vgg8", "cifar10@synthetic", 128, 1, 1),
+    "vgg_scpl_2dev": _cell("scpl", "vgg8", "cifar10@synthetic", 128, 2, 1),
+    "lstm_bp_1dev": _cell("bp", "lstm", "imdb@synthetic", 128, 1, 1),
+    "lstm_scpl_2dev": _cell("scpl", "lstm", "imdb@synthetic", 128, 2, 1),
+}
+BARE = ("vgg8", "cifar10@synthetic", 128)
+
+
+def _bare_loop() -> float:
+    model, dataset, batch = BARE
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    cmd = [sys.executable, "-m", "bench.bare_loop", model, dataset, str(batch),
+           str(SETTINGS.warmup_steps), str(SETTINGS.steps), "0"]
+    out = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["step_time_median_s"]
+
+
+def _pipeline_ideal(row) -> float:
+    """All stage work / the busiest device's work, from the pipelined run's own busy times."""
+    busy = row.device_busy_s
+    return sum(busy) / max(busy)
+
+
+def measure(rounds: int = ROUNDS) -> dict:
+    samples: dict[str, list] = {name: [] for name in CONFIGS}
+    samples["bare_scpl_1dev"] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for name, cell in CONFIGS.items():
+                row = run_cell_subprocess(cell, None, Path(tmp))
+                if row.status != "ok":
+                    raise RuntimeError(f"{name} failed: {row.error}")
+                samples[name].append(row)
+                print(f"round {r + 1}/{rounds} {name}: {row.step_time_median_s * 1000:.0f} ms/step", flush=True)
+            samples["bare_scpl_1dev"].append(_bare_loop())
+    return samples
+
+
+def _median_step(rows) -> float:
+    return statistics.median(r.step_time_median_s for r in rows)
+
+
+def ratios(samples: dict) -> list[dict]:
+    out = []
+    t = {name: _median_step(rows) for name, rows in samples.items() if name != "bare_scpl_1dev"}
+    for prefix, label in (("vgg", "VGG8 cifar10@synthetic b128"), ("lstm", "LSTM imdb@synthetic b128")):
+        speedup = t[f"{prefix}_bp_1dev"] / t[f"{prefix}_scpl_2dev"]
+        rows = samples[f"{prefix}_scpl_2dev"]
+        ideal = statistics.median(_pipeline_ideal(r) for r in rows)
+        balance = rows[0].balance
+        out.append({
+            "name": f"{prefix}_scpl_2dev_vs_bp_1dev_efficiency", "ratio": speedup / ideal, "target": 0.95,
+            "detail": f"{label}: speedup {speedup:.2f}x over BP on 1 device, ideal {ideal:.2f}x from per-device busy "
+                      f"times (balance {balance}, stage costs {[round(c, 3) for c in rows[0].stage_costs_s]} s)",
+        })
+        out.append({
+            "name": f"{prefix}_scpl_2dev_vs_bp_1dev_speedup", "ratio": speedup, "target": None,
+            "detail": f"{label}: BP {t[f'{prefix}_bp_1dev'] * 1000:.0f} ms/step, SCPL 2 devices "
+                      f"{t[f'{prefix}_scpl_2dev'] * 1000:.0f} ms/step",
+        })
+    out.append({
+        "name": "vgg_scpl_2dev_vs_bp_2threads", "ratio": t["vgg_bp_1dev_2threads"] / t["vgg_scpl_2dev"], "target": None,
+        "detail": "BP using the same 2 cores intra-op vs SCPL on 2 CPU devices (1 thread each)",
+    })
+    out.append({
+        "name": "vgg_scpl_1dev_vs_bp_1dev", "ratio": t["vgg_bp_1dev"] / t["vgg_scpl_1dev"], "target": 0.92,
+        "detail": f"BP {t['vgg_bp_1dev'] * 1000:.0f} ms/step vs SCPL (projector m) {t['vgg_scpl_1dev'] * 1000:.0f} ms/step, 1 thread",
+    })
+    bare = statistics.median(samples["bare_scpl_1dev"])
+    out.append({
+        "name": "harness_overhead_scpl_1dev", "ratio": bare / t["vgg_scpl_1dev"], "target": 0.98,
+        "detail": f"bare loop {bare * 1000:.1f} ms/step vs harness {t['vgg_scpl_1dev'] * 1000:.1f} ms/step "
+                  "(ratio >= 0.98 means overhead <= 2 %)",
+    })
+    return out
+
+
+def machine_facts() -> str:
+    import torch
+
+    return (f"{platform.machine()} {available_cores()} cores, torch {torch.__version__}, "
+            f"python {platform.python_version()}, {ROUNDS} interleaved rounds, medians")
+
+
+def main() -> int:
+    entries = ratios(measure())
+    path = REPO_ROOT / "results" / "bench" / "bench.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    facts = machine_facts()
+    for e in entries:
+        e["detail"] = f"{e['detail']}; {facts}"
+    path.write_text(json.dumps(entries, indent=2))
+    print(f"\n{facts}\n")
+    print(f"{'name':45s} {'ratio':>7s} {'target':>7s}  verdict")
+    for e in entries:
+        target = e["target"]
+        verdict = "" if target is None else ("met" if e["ratio"] >= target else f"MISSED by {target - e['ratio']:.2f}")
+        print(f"{e['name']:45s} {e['ratio']:7.3f} {'-' if target is None else f'{target:.2f}':>7s}  {verdict}")
+    print(f"\nwritten to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The one place that defines a result row and its parquet schema.
+
+One row per grid cell x trial.  Every row carries what was measured and how:
+real or synthetic data, measured or extrapolated epochs, device names, thread
+counts, versions and commit, so a table can always say what it is built from.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pyarrow as pa
+
+__all__ = ["SCHEMA_VERSION", "ResultRow", "ARROW_SCHEMA", "STATUSES"]
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "failed", "nan", "timeout")
+
+
+@dataclass
+class ResultRow:
+    # identity
+    cell_id: str
+    grid: str
+    method: str
+    model: str
+    dataset: str
+    data_kind: str  # "synthetic" | "real"
+    batch_size: int
+    devices: int
+    trial: int
+    seed: int
+    status: str = "ok"
+    error: Optional[str] = None
+    # where it ran
+    device_kind: Optional[str] = None
+    device_names: list[str] = field(default_factory=list)
+    threads_per_device: Optional[int] = None
+    threads_total: Optional[int] = None
+    cores: Optional[int] = None
+    oversubscribed: Optional[bool] = None
+    balance: list[int] = field(default_factory=list)
+    stage_costs_s: list[float] = field(default_factory=list)  # profiled to choose the balance
+    # timing
+    warmup_steps: Optional[int] = None
+    timed_steps: Optional[int] = None
+    step_time_median_s: Optional[float] = None
+    step_time_p10_s: Optional[float] = None
+    step_time_p90_s: Optional[float] = None
+    step_times_s: list[float] = field(default_factory=list)
+    timed_total_s: Optional[float] = None
+    steps_per_epoch: Optional[int] = None
+    epoch_time_s: Optional[float] = None
+    epoch_time_kind: Optional[str] = None  # "measured" | "extrapolated"
+    data_time_s: Optional[float] = None  # preparing batches ahead; never inside step time
+    throughput_samples_s: Optional[float] = None
+    stage_busy_s: list[float] = field(default_factory=list)
+    device_busy_s: list[float] = field(default_factory=list)
+    # quality
+    final_train_loss: Optional[float] = None
+    test_acc: Optional[float] = None
+    eval_samples: Optional[int] = None
+    # size
+    params_effective: Optional[int] = None
+    params_affiliated: Optional[int] = None
+    peak_mem_bytes: Optional[int] = None
+    peak_mem_per_device: list[int] = field(default_factory=list)
+    peak_mem_kind: Optional[str] = None  # "cuda_max_allocated" | "cpu_peak_rss"
+    # provenance
+    settings_json: Optional[str] = None
+    torch_version: Optional[str] = None
+    python_version: Optional[str] = None
+    git_sha: Optional[str] = None
+    host: Optional[str] = None
+    started_at: Optional[str] = None
+    duration_s: Optional[float] = None
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _arrow_type(annotation) -> pa.DataType:
+    hint = typing.get_type_hints(ResultRow)[annotation]
+    origin = typing.get_origin(hint)
+    if origin is typing.Union:  # Optional[X]
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        origin = typing.get_origin(hint)
+    if origin is list:
+        return pa.list_(_SCALARS[typing.get_args(hint)[0]])
+    return _SCALARS[hint]
+
+
+_SCALARS = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
+ARROW_SCHEMA = pa.schema([pa.field(f.name, _arrow_type(f.name)) for f in dataclasses.fields(ResultRow)])

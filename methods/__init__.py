@@ -1,0 +1,18 @@
+"""Training methods behind one adapter (`Method`), found by name.
+
+Importing this package registers every method module.
+"""
+from .base import Method, MethodConfig, StageStep, make_optimizer
+from .registry import UnknownMethodError, list_methods, method_class, register_method
+from . import bp, scpl  # noqa: F401  (registration side effects)
+
+
+def create_method(name: str, model, config: MethodConfig | None = None) -> Method:
+    """Instantiate method `name` around a `StagedModel`."""
+    return method_class(name)(model, config or MethodConfig())
+
+
+__all__ = [
+    "Method", "MethodConfig", "StageStep", "make_optimizer", "create_method",
+    "UnknownMethodError", "list_methods", "method_class", "register_method",
+]

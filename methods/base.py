@@ -1,0 +1,152 @@
+"""The one adapter every training method implements, and the stage step it is made of.
+
+Why this split: the *math* of a method (which loss trains which parameters) lives
+here and in the method files; *where and when* it runs (one device, N threads, N
+processes) lives in `bench/execution`.  A decoupled method is a list of
+`StageStep`s: each is a pure function of (its stage, its optimizer, an input
+payload, the labels) -> (detached output payload, loss), so an executor may run
+stage k on batch t+1 while stage k+1 runs batch t without changing any number.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar, Optional, Sequence
+
+import torch
+from torch import nn
+from torch.profiler import record_function
+
+from models import StagedModel, count_parameters, detach_payload, payload_to
+from models.staged import Payload
+
+__all__ = ["MethodConfig", "StageStep", "Method", "make_optimizer"]
+
+
+@dataclass
+class MethodConfig:
+    """Hyper-parameters a method may read; unknown methods ignore what they don't use."""
+
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    temperature: float = 0.1
+    projector: Optional[str] = None  # "i" | "l" | "m"; None = the modality's reference default
+    supcon_variant: str = "reference"
+    extra: dict = field(default_factory=dict)
+
+
+def make_optimizer(params: Sequence[nn.Parameter], config: MethodConfig) -> torch.optim.Optimizer:
+    """Adam (the references' choice) or plain SGD, over the given parameters."""
+    params = list(params)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=0.9)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; choose 'adam' or 'sgd'")
+
+
+class StageStep(nn.Module):
+    """One stage's local training step: forward, local loss, backward, update.
+
+    `objective(output_payload, labels) -> loss` holds whatever the local loss needs
+    (projector, exit classifier, the head on the last stage).  The four phases are
+    labelled `stage{k}/forward|loss|backward|step` so profiler traces show them.
+    """
+
+    def __init__(
+        self,
+        index: int,
+        encoder: nn.Module,
+        objective: nn.Module,
+        make_opt: Callable[[Sequence[nn.Parameter]], torch.optim.Optimizer],
+    ) -> None:
+        super().__init__()
+        self.index = index
+        self.encoder = encoder
+        self.objective = objective
+        self.optimizer = make_opt(list(self.parameters()))
+        self.device = torch.device("cpu")
+
+    def place(self, device: torch.device) -> None:
+        self.to(device)
+        self.device = torch.device(device)
+
+    def forward(self, x: Payload, y: torch.Tensor) -> tuple[Payload, torch.Tensor]:
+        k = self.index
+        # Detach again here so no executor can forget it: a decoupled stage's
+        # gradient must never reach an earlier stage.
+        x = detach_payload(payload_to(x, self.device))
+        y = y.to(self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        with record_function(f"stage{k}/forward"):
+            out = self.encoder(x)
+        with record_function(f"stage{k}/loss"):
+            loss = self.objective(out, y)
+        with record_function(f"stage{k}/backward"):
+            loss.backward()
+        with record_function(f"stage{k}/step"):
+            self.optimizer.step()
+        return detach_payload(out), loss.detach()
+
+
+class Method(ABC):
+    """Uniform adapter: the runner knows nothing about any particular method.
+
+    Subclasses set `name`, `decoupled` and `min_batch_size`, build their modules
+    from a `StagedModel` in `__init__`, and implement `train_step` (coupled
+    methods) or `stage_steps` (decoupled ones; `train_step` then runs them in order).
+    """
+
+    name: ClassVar[str] = ""
+    decoupled: ClassVar[bool] = False
+    min_batch_size: ClassVar[int] = 1
+
+    def __init__(self, model: StagedModel, config: MethodConfig) -> None:
+        self.model = model
+        self.config = config
+
+    # -- training -------------------------------------------------------------
+    def stage_steps(self) -> list[StageStep]:
+        """Decoupled methods: the per-stage steps, in stage order."""
+        raise NotImplementedError(f"{self.name} is not decoupled")
+
+    def train_step(self, x: Payload, y: torch.Tensor) -> float:
+        """One optimisation step on one batch; returns the (summed) loss."""
+        total = 0.0
+        for step in self.stage_steps():
+            x, loss = step(x, y)
+            total += float(loss)
+        return total
+
+    @abstractmethod
+    def place(self, stage_devices: Sequence[torch.device]) -> None:
+        """Put stage k (and what trains with it) on `stage_devices[k]`."""
+
+    # -- evaluation -----------------------------------------------------------
+    def train(self, mode: bool = True) -> None:
+        for module in self.modules():
+            module.train(mode)
+
+    def modules(self) -> list[nn.Module]:
+        """Every module holding parameters of this method (for train/eval and counts)."""
+        return [self.model] + self.affiliated_modules()
+
+    def affiliated_modules(self) -> list[nn.Module]:
+        """Modules that exist only for training (projectors, predictors, AL's g/b/h)."""
+        return []
+
+    @torch.no_grad()
+    def predict(self, x: Payload) -> torch.Tensor:
+        """Logits of the deployed network: stages then head (placed as in training)."""
+        model = self.model
+        for stage in model.stages:
+            device = next(stage.parameters()).device
+            x = stage(payload_to(x, device))
+        return model.head(model.reducers[-1](x))
+
+    # -- accounting -----------------------------------------------------------
+    def parameter_counts(self) -> tuple[int, int]:
+        """(effective, affiliated): used at inference vs only during training."""
+        effective = count_parameters(self.model)
+        affiliated = sum(count_parameters(m) for m in self.affiliated_modules())
+        return effective, affiliated

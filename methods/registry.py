@@ -1,0 +1,39 @@
+"""Methods found by name, like timm's model registry: no if/elif chains."""
+from __future__ import annotations
+
+from typing import Callable, TypeVar
+
+__all__ = ["register_method", "method_class", "list_methods", "UnknownMethodError"]
+
+_METHODS: dict[str, type] = {}
+T = TypeVar("T", bound=type)
+
+
+class UnknownMethodError(ValueError):
+    """Raised for a method name no module registered."""
+
+
+def register_method(name: str) -> Callable[[T], T]:
+    """Class decorator: make a `Method` subclass available as `name`."""
+
+    def decorate(cls: T) -> T:
+        if name in _METHODS:
+            raise ValueError(f"method {name!r} registered twice")
+        cls.name = name
+        _METHODS[name] = cls
+        return cls
+
+    return decorate
+
+
+def method_class(name: str) -> type:
+    try:
+        return _METHODS[name]
+    except KeyError:
+        raise UnknownMethodError(
+            f"unknown method {name!r}; choose one of {sorted(_METHODS)}"
+        ) from None
+
+
+def list_methods() -> list[str]:
+    return sorted(_METHODS)

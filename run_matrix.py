@@ -1,0 +1,58 @@
+"""Run a benchmark grid and print the speedup table.
+
+    python run_matrix.py --grid speedup.yaml [--data-root DIR] [--dry-run] [--only method=scpl ...]
+
+Bad input (unknown grid, key, method, model, dataset, impossible device split,
+a batch too small for a contrastive loss) exits with code 2 and one line.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--grid", required=True, help="shipped grid name (smoke, demo, speedup) or a YAML path")
+    parser.add_argument("--data-root", default=None, help="folder with real datasets (else $SCPLBENCH_DATA, ./datasets)")
+    parser.add_argument("--results", default=None, help="results folder (default results/<grid>)")
+    parser.add_argument("--dry-run", action="store_true", help="list the cells and exit")
+    parser.add_argument("--only", action="append", default=[], metavar="KEY=VALUE|ID",
+                        help="run only cells whose KEY equals VALUE (repeatable), or whose id starts with ID")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    from bench.grid import GridError, load_grid
+    from bench.runner import run_grid, select_cells
+
+    try:
+        grid = load_grid(args.grid)
+        cells = select_cells(grid.cells, args.only)
+    except GridError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not cells:
+        print(f"error: --only {args.only} matches none of the {len(grid.cells)} cells of {grid.name}", file=sys.stderr)
+        return 2
+    results_dir = Path(args.results) if args.results else REPO_ROOT / "results" / grid.name
+    if args.dry_run:
+        for cell in cells:
+            print(f"{cell.cell_id}  {cell.label}")
+        print(f"{len(cells)} cells")
+        return 0
+    summary = run_grid(grid, results_dir, cells, args.data_root, progress=not args.no_progress)
+    print(f"{grid.name}: ran {summary.ran} cells, skipped {summary.skipped} already done; statuses {summary.statuses}")
+    from bench.report import write_report
+
+    print(write_report(results_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Grid validation: every bad input is one line naming the key and the valid choices, exit 2."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from bench.grid import GridError, load_grid
+from tests.conftest import ROOT
+
+BASE = """
+axes:
+  method: [bp, scpl]
+  model: [convnet]
+  dataset: [cifar10@synthetic]
+  batch_size: [8]
+  devices: [1, 2]
+settings:
+  steps: 2
+"""
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "g.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_shipped_grids_load_and_expand():
+    for name in ("smoke", "demo.yaml", "speedup"):
+        grid = load_grid(name)
+        assert grid.cells
+        assert len({c.cell_id for c in grid.cells}) == len(grid.cells)
+    speedup = load_grid("speedup")
+    assert {c.model for c in speedup.cells} == {"vgg8", "transformer"}
+    assert {c.batch_size for c in speedup.cells} == {32, 64, 128, 256, 512}
+    assert {c.devices for c in speedup.cells} == {1, 2, 4}
+
+
+def test_expansion_exclude_include(tmp_path):
+    path = _write(tmp_path, BASE + "exclude:\n  - {method: bp, devices: 2}\ninclude:\n  - {method: bp, devices: 2, batch_size: 16}\n")
+    cells = load_grid(str(path)).cells
+    labels = {(c.method, c.devices, c.batch_size) for c in cells}
+    assert labels == {("bp", 1, 8), ("scpl", 1, 8), ("scpl", 2, 8), ("bp", 2, 16)}
+
+
+def test_cell_id_depends_on_configuration_only(tmp_path):
+    a = load_grid(str(_write(tmp_path, BASE))).cells
+    b = load_grid(str(_write(tmp_path, BASE.replace("steps: 2", "steps: 3")))).cells
+    assert {c.cell_id for c in a}.isdisjoint({c.cell_id for c in b})
+    assert [c.cell_id for c in a] == [c.cell_id for c in load_grid(str(_write(tmp_path, BASE))).cells]
+
+
+@pytest.mark.parametrize(
+    "change,expected",
+    [
+        (("method: [bp, scpl]", "method: [bp, scpl, magic]"), "unknown method 'magic'; choose one of"),
+        (("model: [convnet]", "model: [vgg99]"), "unknown model 'vgg99'; choose one of"),
+        (("dataset: [cifar10@synthetic]", "dataset: [mnist]"), "mnist"),
+        (("devices: [1, 2]", "devices: [5]"), "cannot be split over 5 devices; choose devices in [1, 2, 3, 4]"),
+        (("batch_size: [8]", "batch_size: [1]"), "too small for scpl"),
+        (("steps: 2", "stepz: 2"), "unknown setting 'stepz'; valid settings:"),
+        (("axes:", "axis:"), "unknown key 'axis'"),
+        (("dataset: [cifar10@synthetic]", "dataset: [imdb@synthetic]"), "vision model but dataset"),
+    ],
+)
+def test_bad_grids_name_the_problem(tmp_path, change, expected):
+    path = _write(tmp_path, BASE.replace(*change))
+    with pytest.raises(GridError) as info:
+        load_grid(str(path))
+    message = str(info.value)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_cli_exit_code_2_one_line_no_traceback(tmp_path):
+    path = _write(tmp_path, BASE.replace("model: [convnet]", "model: [vgg99]"))
+    proc = subprocess.run([sys.executable, "run_matrix.py", "--grid", str(path)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "vgg99" in proc.stderr and "Traceback" not in proc.stderr
+    missing = subprocess.run([sys.executable, "run_matrix.py", "--grid", "nope"], cwd=ROOT, capture_output=True, text=True)
+    assert missing.returncode == 2 and "smoke.yaml" in missing.stderr
+
+
+def test_dry_run_lists_cells_and_only_filters():
+    proc = subprocess.run(
+        [sys.executable, "run_matrix.py", "--grid", "smoke", "--dry-run", "--only", "method=scpl"],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1] == "2 cells" and all("scpl/" in l for l in lines[:-1])

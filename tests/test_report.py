@@ -1,0 +1,57 @@
+"""Report values computed from a hand-made parquet."""
+import subprocess
+import sys
+
+import pandas as pd
+
+from bench.report import speedup_table, write_report
+from bench.results_store import append_rows, read_results
+from bench.schema import ResultRow
+from tests.conftest import ROOT
+
+
+def _row(method, devices, batch, epoch, trial=0, status="ok", acc=0.5):
+    return ResultRow(
+        cell_id=f"{method}{devices}{batch}{trial}{status}", grid="hand", method=method, model="vgg8",
+        dataset="cifar10@synthetic", data_kind="synthetic", batch_size=batch, devices=devices, trial=trial,
+        seed=trial, status=status, epoch_time_s=epoch if status == "ok" else None, epoch_time_kind="extrapolated",
+        timed_steps=5, test_acc=acc, device_names=["cpu-worker0"], oversubscribed=False,
+    )
+
+
+def _hand_made(tmp_path):
+    rows = [
+        _row("bp", 1, 32, 100.0), _row("bp", 1, 32, 110.0, trial=1),  # mean 105
+        _row("bp", 1, 64, 80.0),
+        _row("scpl", 1, 32, 105.0), _row("scpl", 2, 32, 50.0), _row("scpl", 2, 32, 70.0, trial=1),  # mean 60
+        _row("scpl", 2, 64, 40.0), _row("scpl", 4, 64, 1.0, status="failed"),
+    ]
+    append_rows(tmp_path, rows)
+    return read_results(tmp_path)
+
+
+def test_speedup_values(tmp_path):
+    table = speedup_table(_hand_made(tmp_path))
+    assert list(table.columns) == ["batch 32", "batch 64"]
+    assert table.loc["BP (1 device)", "batch 32"] == "1x (1.8 min)"
+    assert table.loc["BP (1 device)", "batch 64"] == "1x (80.0 s)"
+    assert table.loc["scpl (1 device)", "batch 32"] == "1.00x"
+    assert table.loc["scpl (2 devices)", "batch 32"] == "1.75x"  # 105 / 60
+    assert table.loc["scpl (2 devices)", "batch 64"] == "2.00x"
+    assert table.loc["scpl (1 device)", "batch 64"] == "–"
+    assert "scpl (4 devices)" not in table.index  # failed cells never enter the table
+
+
+def test_report_files_caption_and_cli(tmp_path):
+    _hand_made(tmp_path)
+    text = write_report(tmp_path)
+    assert "SYNTHETIC" in text and "EXTRAPOLATED" in text and "1 cell(s) did not finish" in text
+    md = (tmp_path / "speedup_vgg8_cifar10-synthetic.md").read_text()
+    assert "| scpl (2 devices) | 1.75x | 2.00x |" in md
+    csv = pd.read_csv(tmp_path / "speedup_vgg8_cifar10-synthetic.csv", index_col=0)
+    assert csv.loc["scpl (2 devices)", "batch 64"] == "2.00x"
+    assert "50.00 ± 0.00 (n=2)" in (tmp_path / "accuracy.md").read_text()
+    proc = subprocess.run([sys.executable, "-m", "bench.report", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0 and "1.75x" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "bench.report", str(tmp_path / "nope")], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "run_matrix.py" in bad.stderr
