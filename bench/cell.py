@@ -6,6 +6,7 @@ flag of one cell can leak into the next, and a crash becomes a status.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import math
@@ -18,6 +19,8 @@ from typing import Optional
 import torch
 
 from .execution import choose_balance, resolve_devices, run_pipelined, run_sequential, stage_devices
+from .execution.processes import record_from_ranks, run_ranks
+from .evaluation import accuracy, evaluate_exits, test_batches
 from .execution.record import NonFiniteLossError
 from .grid import Cell
 from .measure import peak_memory, provenance, step_stats
@@ -74,23 +77,6 @@ def prepare_batches(dataset, batch_size: int, count: int, seed: int, views: int,
     return batches
 
 
-@torch.no_grad()
-def evaluate(method, dataset, batch_size: int, max_batches: Optional[int]) -> tuple[float, int]:
-    """Top-1 accuracy of the deployed network (stages + final head) on the test split."""
-    method.train(False)
-    correct = total = 0
-    n = len(dataset)
-    limit = n if max_batches is None else min(n, max_batches * batch_size)
-    for start in range(0, limit, batch_size):
-        idx = torch.arange(start, min(start + batch_size, limit))
-        x, y = fetch_batch(dataset, idx)
-        logits = method.predict(x)
-        correct += int((logits.argmax(dim=1).cpu() == y).sum())
-        total += len(y)
-    method.train(True)
-    return correct / max(total, 1), total
-
-
 def run_cell(cell: Cell, data_root: Optional[str] = None) -> ResultRow:
     """Build, place, train (warm-up + timed steps), evaluate and measure one cell."""
     from data import get_spec, load_dataset
@@ -114,26 +100,39 @@ def run_cell(cell: Cell, data_root: Optional[str] = None) -> ResultRow:
     data_time = time.perf_counter() - t0
 
     model = build_model(cell.model, spec, **s.model_kwargs)
+    options = dict(s.method_options)
+    if "trigger_epochs" in options:
+        options["steps_per_epoch"] = math.ceil(spec.train_size / cell.batch_size)
     config = MethodConfig(
-        lr=s.lr, optimizer=s.optimizer, temperature=s.temperature,
-        projector=s.projector, supcon_variant=s.supcon_variant,
+        lr=s.lr, optimizer=s.optimizer, temperature=s.temperature, projector=s.projector,
+        supcon_variant=s.supcon_variant, local_loss=s.local_loss, options=options,
     )
     method = create_method(cell.method, model, config)
     balance, costs = choose_balance(method, devices.count, timed, s.balance)
-    method.place(stage_devices(balance, devices.devices))
+    method.place(stage_devices(balance, devices.devices), balance)
 
     if untimed:
         run_sequential(method, untimed, devices, warmup_steps=0)
     for device in devices.devices:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-    if method.decoupled and devices.count > 1:
+    if method.execution == "processes":
+        fn, args = method.rank_job(timed, balance, s.warmup_steps)
+        results = run_ranks(fn, devices, args, timeout_s=s.timeout_s)
+        method.absorb(results)
+        record = record_from_ranks(results, s.warmup_steps)
+    elif method.decoupled and devices.count > 1:
         record = run_pipelined(method.stage_steps(), balance, devices, timed, s.warmup_steps, s.queue_depth)
     else:
         record = run_sequential(method, timed, devices, s.warmup_steps)
     stats = step_stats(record)
     peak, per_device, mem_kind = peak_memory(devices)
-    acc, eval_samples = evaluate(method, test_set, s.eval_batch_size, s.eval_batches)
+    eval_batches = test_batches(test_set, s.eval_batch_size, s.eval_batches)
+    acc, eval_samples = accuracy(method, eval_batches)
+    exits = evaluate_exits(method, eval_batches)
+    if exits is not None:
+        for name, value in dataclasses.asdict(exits).items():
+            setattr(row, f"exit_{name}" if not name.startswith("exit_") else name, value)
     effective, affiliated = method.parameter_counts()
     steps_per_epoch = math.ceil(spec.train_size / cell.batch_size)
 

@@ -54,6 +54,8 @@ class CellSettings:
     temperature: float = 0.1
     projector: Optional[str] = None
     supcon_variant: str = "reference"
+    local_loss: str = "supcon"  # SCPL-style stages: supcon | suncet | ntxent
+    method_options: dict = field(default_factory=dict)  # method-specific (e.g. dascpl trigger_steps)
     views: int = 1  # 2 = the "strong" two-view batch of contrastive methods (2N samples)
     augment: str = "none"
     balance: Union[str, list] = "auto"  # "auto" (by measured stage time) | "even" | [stages per device]

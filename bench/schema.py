@@ -62,6 +62,14 @@ class ResultRow:
     final_train_loss: Optional[float] = None
     test_acc: Optional[float] = None
     eval_samples: Optional[int] = None
+    # early exits (Early Exit, DASCPL): per exit, then per policy ("fixed:k", "confidence:p", "entropy:h")
+    exit_acc: list[float] = field(default_factory=list)
+    exit_time_s: list[float] = field(default_factory=list)
+    exit_params: list[int] = field(default_factory=list)
+    exit_policy: list[str] = field(default_factory=list)
+    exit_policy_acc: list[float] = field(default_factory=list)
+    exit_policy_depth: list[float] = field(default_factory=list)
+    exit_policy_time_s: list[float] = field(default_factory=list)
     # size
     params_effective: Optional[int] = None
     params_affiliated: Optional[int] = None

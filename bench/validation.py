@@ -21,9 +21,12 @@ def build_model(model: str, spec, device: str | torch.device | None = None, **kw
     if spec.modality == "text":
         kwargs.setdefault("vocab_size", spec.vocab_size)
     if device is None:
-        return create_model(model, num_classes=spec.num_classes, **kwargs)
-    with torch.device(device):
-        return create_model(model, num_classes=spec.num_classes, **kwargs)
+        staged = create_model(model, num_classes=spec.num_classes, **kwargs)
+    else:
+        with torch.device(device):
+            staged = create_model(model, num_classes=spec.num_classes, **kwargs)
+    staged.name = model  # methods with per-model reference sizes (AL) read it
+    return staged
 
 
 @functools.lru_cache(maxsize=None)
@@ -68,7 +71,7 @@ def validate_cell(cell: Cell, where: str) -> None:
     if cell.model not in list_models():
         raise GridError(f"{label}: model: unknown model {cell.model!r}; choose one of {list_models()}")
     try:
-        get_spec(cell.dataset)
+        spec = get_spec(cell.dataset)
     except UnknownDatasetError as exc:
         raise GridError(f"{label}: dataset: {exc}") from None
     for key, value in (("batch_size", cell.batch_size), ("devices", cell.devices)):
@@ -81,6 +84,19 @@ def validate_cell(cell: Cell, where: str) -> None:
         raise GridError(f"{label}: steps and warmup_steps must be >= 1 (warm-up is never timed)")
     if s.views not in (1, 2):
         raise GridError(f"{label}: views must be 1 or 2, got {s.views!r}")
+    from methods.losses import LOCAL_LOSSES, SUPCON_VARIANTS
+
+    unknown = sorted(set(s.method_options) - set(method_cls.OPTIONS))
+    if unknown:
+        raise GridError(
+            f"{label}: method_options {unknown} not accepted by {cell.method}; valid: {list(method_cls.OPTIONS)}"
+        )
+    if s.local_loss not in LOCAL_LOSSES:
+        raise GridError(f"{label}: local_loss {s.local_loss!r} unknown; choose one of {list(LOCAL_LOSSES)}")
+    if s.local_loss == "ntxent" and s.views != 2:
+        raise GridError(f"{label}: local_loss ntxent needs the two-view batch; set views: 2")
+    if s.supcon_variant not in SUPCON_VARIANTS:
+        raise GridError(f"{label}: supcon_variant {s.supcon_variant!r} unknown; choose one of {list(SUPCON_VARIANTS)}")
     samples = cell.batch_size * s.views
     if samples < method_cls.min_batch_size:
         raise GridError(
@@ -100,6 +116,12 @@ def validate_cell(cell: Cell, where: str) -> None:
             f"{label}: devices: {cell.model} has {stages} stages and cannot be split over "
             f"{cell.devices} devices; choose devices in {list(range(1, stages + 1))}"
         )
+    reason = method_cls.incompatibility(
+        modality=spec.modality, batch_size=cell.batch_size, devices=cell.devices,
+        options=s.method_options,
+    )
+    if reason:
+        raise GridError(f"{label}: {cell.method}: {reason}")
     if isinstance(s.balance, list) and (len(s.balance) != cell.devices or sum(s.balance) != stages):
         raise GridError(
             f"{label}: balance {s.balance} must list {cell.devices} stage counts summing to {stages}"

@@ -20,7 +20,7 @@ from torch.profiler import record_function
 from models import StagedModel, count_parameters, detach_payload, payload_to
 from models.staged import Payload
 
-__all__ = ["MethodConfig", "StageStep", "Method", "make_optimizer"]
+__all__ = ["MethodConfig", "StageStep", "Method", "DecoupledMethod", "make_optimizer"]
 
 
 @dataclass
@@ -32,7 +32,8 @@ class MethodConfig:
     temperature: float = 0.1
     projector: Optional[str] = None  # "i" | "l" | "m"; None = the modality's reference default
     supcon_variant: str = "reference"
-    extra: dict = field(default_factory=dict)
+    local_loss: str = "supcon"  # SCPL-style stages: "supcon" | "suncet" | "ntxent"
+    options: dict = field(default_factory=dict)  # method-specific, checked by the method
 
 
 def make_optimizer(params: Sequence[nn.Parameter], config: MethodConfig) -> torch.optim.Optimizer:
@@ -66,10 +67,18 @@ class StageStep(nn.Module):
         self.objective = objective
         self.optimizer = make_opt(list(self.parameters()))
         self.device = torch.device("cpu")
+        # schedule(i) -> "train" | "forward" | "skip" for the i-th batch this stage sees
+        # (DASCPL's dynamic layer accumulation); None = always train.
+        self.schedule: Optional[Callable[[int], str]] = None
+        self.calls = 0
 
     def place(self, device: torch.device) -> None:
         self.to(device)
         self.device = torch.device(device)
+
+    def encode(self, x: Payload, y: torch.Tensor) -> Payload:
+        """The stage's forward; methods whose stages also carry labels (AL) override it."""
+        return self.encoder(x)
 
     def forward(self, x: Payload, y: torch.Tensor) -> tuple[Payload, torch.Tensor]:
         k = self.index
@@ -77,9 +86,17 @@ class StageStep(nn.Module):
         # gradient must never reach an earlier stage.
         x = detach_payload(payload_to(x, self.device))
         y = y.to(self.device)
+        mode = self.schedule(self.calls) if self.schedule else "train"
+        self.calls += 1
+        if mode != "train":
+            zero = torch.zeros((), device=self.device)
+            if mode == "skip":  # forward shortcut: no later stage uses this output
+                return x, zero
+            with torch.no_grad(), record_function(f"stage{k}/forward"):
+                return detach_payload(self.encode(x, y)), zero
         self.optimizer.zero_grad(set_to_none=True)
         with record_function(f"stage{k}/forward"):
-            out = self.encoder(x)
+            out = self.encode(x, y)
         with record_function(f"stage{k}/loss"):
             loss = self.objective(out, y)
         with record_function(f"stage{k}/backward"):
@@ -87,6 +104,14 @@ class StageStep(nn.Module):
         with record_function(f"stage{k}/step"):
             self.optimizer.step()
         return detach_payload(out), loss.detach()
+
+    chunks = 1  # micro-batches per batch the executor should feed (SCPL + GPipe uses more)
+
+    def accept(self, x: Payload, y: torch.Tensor, chunk: int, chunks: int) -> tuple[Payload, Optional[torch.Tensor]]:
+        """Executor entry point for micro-batch `chunk` of `chunks`; whole batches here."""
+        if chunks != 1:
+            raise ValueError(f"{type(self).__name__} trains on whole batches, not {chunks} micro-batches")
+        return self(x, y)
 
 
 class Method(ABC):
@@ -100,10 +125,17 @@ class Method(ABC):
     name: ClassVar[str] = ""
     decoupled: ClassVar[bool] = False
     min_batch_size: ClassVar[int] = 1
+    OPTIONS: ClassVar[tuple[str, ...]] = ()  # keys this method accepts in `config.options`
+    execution: ClassVar[str] = "staged"  # "staged": bench executors; "processes": one process per device
 
     def __init__(self, model: StagedModel, config: MethodConfig) -> None:
         self.model = model
         self.config = config
+
+    @classmethod
+    def incompatibility(cls, *, modality: str, batch_size: int, devices: int, options: dict) -> str | None:
+        """Why this method cannot run such a cell (checked before any cell runs), or None."""
+        return None
 
     # -- training -------------------------------------------------------------
     def stage_steps(self) -> list[StageStep]:
@@ -119,7 +151,7 @@ class Method(ABC):
         return total
 
     @abstractmethod
-    def place(self, stage_devices: Sequence[torch.device]) -> None:
+    def place(self, stage_devices: Sequence[torch.device], balance: Sequence[int] | None = None) -> None:
         """Put stage k (and what trains with it) on `stage_devices[k]`."""
 
     # -- evaluation -----------------------------------------------------------
@@ -150,3 +182,20 @@ class Method(ABC):
         effective = count_parameters(self.model)
         affiliated = sum(count_parameters(m) for m in self.affiliated_modules())
         return effective, affiliated
+
+
+class DecoupledMethod(Method):
+    """A method made of independent stage steps (SCPL, DASCPL, Early Exit, AL).
+
+    Subclasses fill `self.steps` (one `StageStep` per stage) in `__init__`.
+    """
+
+    decoupled = True
+    steps: list[StageStep]
+
+    def stage_steps(self) -> list[StageStep]:
+        return self.steps
+
+    def place(self, stage_devices: Sequence[torch.device], balance: Sequence[int] | None = None) -> None:
+        for step, device in zip(self.steps, stage_devices):
+            step.place(device)

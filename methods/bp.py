@@ -30,7 +30,7 @@ class BP(Method):
         self.optimizer = make_optimizer(model.parameters(), config)
         self.stage_devices = [torch.device("cpu")] * model.num_stages
 
-    def place(self, stage_devices: Sequence[torch.device]) -> None:
+    def place(self, stage_devices: Sequence[torch.device], balance: Sequence[int] | None = None) -> None:
         self.stage_devices = [torch.device(d) for d in stage_devices]
         for stage, device in zip(self.model.stages, self.stage_devices):
             stage.to(device)

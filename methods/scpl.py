@@ -17,8 +17,8 @@ from torch import nn
 from models import StagedModel
 from models.staged import Payload
 
-from .base import Method, MethodConfig, StageStep, make_optimizer
-from .losses import supcon_loss
+from .base import DecoupledMethod, MethodConfig, StageStep, make_optimizer
+from .losses import local_loss
 from .projectors import make_projector
 from .registry import register_method
 
@@ -35,10 +35,11 @@ class ContrastiveObjective(nn.Module):
         self.head = head
         self.temperature = config.temperature
         self.variant = config.supcon_variant
+        self.local_loss = config.local_loss
 
     def forward(self, out: Payload, y: torch.Tensor) -> torch.Tensor:
         features = self.reducer(out)
-        loss = supcon_loss(self.projector(features), y, self.temperature, self.variant)
+        loss = local_loss(self.local_loss, self.projector(features), y, self.temperature, self.variant)
         if self.head is not None:
             # detach: the head learns from the backbone, never the other way round
             loss = loss + F.cross_entropy(self.head(features.detach()), y)
@@ -46,8 +47,7 @@ class ContrastiveObjective(nn.Module):
 
 
 @register_method("scpl")
-class SCPL(Method):
-    decoupled = True
+class SCPL(DecoupledMethod):
     min_batch_size = 2  # a contrastive loss needs at least one pair
 
     def __init__(self, model: StagedModel, config: MethodConfig) -> None:
@@ -68,12 +68,7 @@ class SCPL(Method):
             for k, stage in enumerate(model.stages)
         ]
 
-    def stage_steps(self) -> list[StageStep]:
-        return self.steps
 
     def affiliated_modules(self) -> list[nn.Module]:
         return [self.projectors]
 
-    def place(self, stage_devices: Sequence[torch.device]) -> None:
-        for step, device in zip(self.steps, stage_devices):
-            step.place(device)

@@ -69,7 +69,8 @@ def run_pipelined(
     for count in balance:
         groups.append(list(range(first, first + count)))
         first += count
-    queues = [queue.Queue(maxsize=queue_depth) for _ in range(len(groups) + 1)]
+    chunks = steps[0].chunks  # SCPL + GPipe feeds micro-batches; others whole batches
+    queues = [queue.Queue(maxsize=queue_depth * chunks) for _ in range(len(groups) + 1)]
     stop = threading.Event()
     errors: list[BaseException] = []
     stage_busy = [0.0] * len(steps)
@@ -89,24 +90,25 @@ def run_pipelined(
                 if item is _DONE:
                     _put(queues[d + 1], _DONE, stop)
                     return
-                i, x, y = item
+                i, c, x, y = item
                 group_start = time.perf_counter()
                 for k in groups[d]:
                     t0 = time.perf_counter()
-                    x, loss = steps[k](x, y)
-                    loss = float(loss)  # waits for this device: output is ready to hand over
+                    x, loss = steps[k].accept(x, y, c, chunks)
+                    if loss is not None:
+                        loss = float(loss)  # waits for this device: output is ready to hand over
+                        check_finite(loss, f"stage {k}", i)
+                        stage_losses[k][i] = loss
                     t1 = time.perf_counter()
                     intervals.append((k, i, t0, t1))
                     if i >= warmup_steps:
                         stage_busy[k] += t1 - t0
-                    check_finite(loss, f"stage {k}", i)
-                    stage_losses[k][i] = loss
                 now = time.perf_counter()
                 if i >= warmup_steps:
                     device_busy[d] += now - group_start
-                if d == len(groups) - 1:
+                if d == len(groups) - 1 and c == chunks - 1:
                     completions[i] = now
-                _put(queues[d + 1], (i, x, y), stop)
+                _put(queues[d + 1], (i, c, x, y), stop)
         except _Stopped:
             return
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
@@ -119,7 +121,8 @@ def run_pipelined(
     start = time.perf_counter()
     try:
         for i, (x, y) in enumerate(batches):
-            _put(queues[0], (i, x, y), stop)
+            for c, (xc, yc) in enumerate(zip(x.chunk(chunks), y.chunk(chunks)) if chunks > 1 else [(x, y)]):
+                _put(queues[0], (i, c, xc, yc), stop)
         _put(queues[0], _DONE, stop)
         while True:  # drain the last queue so the last worker never blocks
             if _get(queues[-1], stop) is _DONE:

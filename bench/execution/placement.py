@@ -15,7 +15,7 @@ import torch
 
 from models.partition import contiguous_balance, even_balance, validate_split
 
-__all__ = ["stage_devices", "measure_stage_costs", "choose_balance"]
+__all__ = ["stage_devices", "measure_stage_costs", "measure_layer_costs", "choose_balance"]
 
 
 def stage_devices(balance: Sequence[int], devices: Sequence[torch.device]) -> list[torch.device]:
@@ -45,6 +45,31 @@ def measure_stage_costs(method, batches: Sequence, repeats: int = 3) -> list[flo
     return [sorted(t)[len(t) // 2] for t in times]
 
 
+def measure_layer_costs(model, batches: Sequence, repeats: int = 3) -> list[float]:
+    """Median forward+backward seconds per stage of a coupled network (for GPipe/NMP balance).
+
+    Each stage is timed on its own, input detached, backward of its output's
+    sum, on a copy of the model.
+    """
+    from models import detach_payload
+
+    trial = copy.deepcopy(model)
+    times: list[list[float]] = [[] for _ in trial.stages]
+    for i in range(repeats + 1):
+        x = batches[i % len(batches)][0]
+        for k, stage in enumerate(trial.stages):
+            start = time.perf_counter()
+            out = stage(x)
+            first = out if isinstance(out, torch.Tensor) else out[0]
+            if first.requires_grad:
+                first.float().sum().backward()
+            first.sum().item()  # completes queued device work before the clock is read
+            if i > 0:
+                times[k].append(time.perf_counter() - start)
+            x = detach_payload(out)
+    return [sorted(t)[len(t) // 2] for t in times]
+
+
 def choose_balance(method, num_devices: int, batches: Sequence, balance="auto") -> tuple[list[int], list[float] | None]:
     """Resolve the grid's `balance` setting: a list, "even", or "auto" (by measured time)."""
     num_stages = method.model.num_stages
@@ -57,7 +82,10 @@ def choose_balance(method, num_devices: int, batches: Sequence, balance="auto") 
         return list(balance), None
     if num_devices == 1:
         return [num_stages], None
-    if balance == "even" or not method.decoupled:
+    if balance == "even":
         return even_balance(num_stages, num_devices), None
-    costs = measure_stage_costs(method, batches)
+    if method.decoupled:
+        costs = measure_stage_costs(method, batches)
+    else:
+        costs = measure_layer_costs(method.model, batches)
     return contiguous_balance(costs, num_devices), costs

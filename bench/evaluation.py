@@ -1,0 +1,97 @@
+"""Test accuracy of the deployed network, and of every early exit with its cost.
+
+Exit cost is measured, not assumed: the time until exit k's prediction is ready
+(stages 1..k plus the exit classifiers met on the way, each device synchronised)
+and the parameters used to get there.  Policies (methods/exits.py) are then
+scored as accuracy vs average depth and average time per sample.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import torch
+
+from methods.exits import DEFAULT_POLICIES, choose_exits, parse_policy
+from models import count_parameters, payload_to
+
+__all__ = ["test_batches", "accuracy", "ExitReport", "evaluate_exits"]
+
+
+def test_batches(dataset, batch_size: int, max_batches: Optional[int]) -> list:
+    """The first `max_batches` test batches in order (all of them if None)."""
+    from .cell import fetch_batch
+
+    n = len(dataset)
+    limit = n if max_batches is None else min(n, max_batches * batch_size)
+    return [fetch_batch(dataset, torch.arange(s, min(s + batch_size, limit))) for s in range(0, limit, batch_size)]
+
+
+@torch.no_grad()
+def accuracy(method, batches: Sequence) -> tuple[float, int]:
+    """Top-1 accuracy of the method's deployed predictor (stages + final head)."""
+    method.train(False)
+    correct = total = 0
+    for x, y in batches:
+        correct += int((method.predict(x).argmax(dim=1).cpu() == y).sum())
+        total += len(y)
+    method.train(True)
+    return correct / max(total, 1), total
+
+
+@dataclass
+class ExitReport:
+    exit_acc: list[float] = field(default_factory=list)
+    exit_time_s: list[float] = field(default_factory=list)  # per sample, until exit k is ready
+    exit_params: list[int] = field(default_factory=list)
+    policy: list[str] = field(default_factory=list)
+    policy_acc: list[float] = field(default_factory=list)
+    policy_depth: list[float] = field(default_factory=list)  # mean exit number, 1-based
+    policy_time_s: list[float] = field(default_factory=list)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def evaluate_exits(method, batches: Sequence, policies: Sequence[str] = DEFAULT_POLICIES) -> Optional[ExitReport]:
+    """Accuracy and cost of every exit and exit policy; None for methods without exits."""
+    if not hasattr(method, "exit_classifiers"):
+        return None
+    method.train(False)
+    model = method.model
+    classifiers = method.exit_classifiers()
+    n_exits = len(classifiers)
+    all_logits: list[list[torch.Tensor]] = [[] for _ in range(n_exits)]
+    labels, ready = [], [0.0] * n_exits
+    for x, y in batches:
+        start = time.perf_counter()
+        for k, (stage, classifier) in enumerate(zip(model.stages, classifiers)):
+            device = next(stage.parameters()).device
+            x = stage(payload_to(x, device))
+            logits = classifier(model.reducers[k](x))
+            _sync(device)
+            ready[k] += time.perf_counter() - start
+            all_logits[k].append(logits.cpu())
+        labels.append(y)
+    method.train(True)
+    y = torch.cat(labels)
+    logits = [torch.cat(l) for l in all_logits]
+    report = ExitReport()
+    report.exit_acc = [float((l.argmax(1) == y).float().mean()) for l in logits]
+    report.exit_time_s = [t / len(y) for t in ready]
+    used = 0
+    for k in range(n_exits):
+        used += count_parameters(model.stages[k])
+        report.exit_params.append(used + count_parameters(classifiers[k]))
+    for text in [f"fixed:{k}" for k in range(n_exits)] + list(policies):
+        choice = choose_exits(logits, parse_policy(text))
+        picked = torch.stack(logits)[choice, torch.arange(len(y))]
+        report.policy.append(text)
+        report.policy_acc.append(float((picked.argmax(1) == y).float().mean()))
+        report.policy_depth.append(float((choice + 1).float().mean()))
+        report.policy_time_s.append(float(torch.tensor(report.exit_time_s)[choice].mean()))
+    return report

@@ -1,0 +1,93 @@
+"""The one Dataset shape of this package: a split view with a vectorised `get_batch`.
+
+Why batches first: the harness pre-builds whole batches (`dataset.get_batch`)
+so that data loading never sits inside a timed step, and a DataLoader asks
+for batches through `__getitems__` (torch >= 2.0) so it gets the same fast
+path; `__getitem__` is the single-item case of the same code. Every dataset
+here (synthetic or read from files) is a list of *positions* in its official
+train or test set, plus optional label-noise offsets and augmentation;
+subclasses only say how to fetch the items at some positions.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from .spec import DatasetSpec
+
+__all__ = ["BatchedDataset", "BatchTransform", "Indices"]
+
+Indices = Union[torch.Tensor, Sequence[int]]
+BatchTransform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+class BatchedDataset(Dataset):
+    """Items at `positions` of an official split, returned as `(x, y)`.
+
+    Subclasses implement `_fetch(positions) -> (x, y)` for a 1-D int64 tensor
+    of positions. `label_offsets` (aligned with `positions`) implements label
+    noise; `transform` is a batch augmentation drawing from this dataset's own
+    generator, seeded, so a run is reproducible.
+    """
+
+    def __init__(self, spec: DatasetSpec, split: str, positions: torch.Tensor,
+                 label_offsets: Optional[torch.Tensor] = None,
+                 transform: Optional[BatchTransform] = None, seed: int = 0) -> None:
+        self.spec = spec
+        self.split = split
+        self.positions = positions
+        self.label_offsets = label_offsets
+        self.transform = transform
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed + 0xA5)  # augmentation draws only
+        self._worker: Optional[int] = None
+
+    def _fetch(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return int(self.positions.shape[0])
+
+    def get_batch(self, indices: Indices) -> tuple[torch.Tensor, torch.Tensor]:
+        """Items `indices` (positions in *this* split) as one batch `(x, y)`, y int64."""
+        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        x, y = self._fetch(self.positions[idx])
+        if self.label_offsets is not None:
+            y = (y + self.label_offsets[idx]) % self.spec.num_classes
+        if self.transform is not None:
+            self._reseed_in_worker()
+            x = self.transform(x, self.generator)
+        return x, y
+
+    def _reseed_in_worker(self) -> None:
+        """DataLoader workers start with copies of one generator: give each its own stream."""
+        info = get_worker_info()
+        if info is not None and info.id != self._worker:
+            self._worker = info.id
+            self.generator.manual_seed(self.seed + 0xA5 + 1_000_003 * (info.id + 1))
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        x, y = self.get_batch(indices)
+        return list(zip(x.unbind(0), y.tolist()))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {self.spec.name} {self.split} split of {len(self)} items")
+        x, y = self.get_batch([index])
+        return x[0], int(y[0])
+
+    def _fetch_labels(self, positions: torch.Tensor) -> torch.Tensor:
+        """True labels at `positions`; subclasses override when images need not be made."""
+        return self._fetch(positions)[1]
+
+    def labels(self) -> torch.Tensor:
+        """Every label of this split in order, after label noise (for class counts, noise checks)."""
+        y = self._fetch_labels(self.positions)
+        if self.label_offsets is not None:
+            y = (y + self.label_offsets) % self.spec.num_classes
+        return y
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec.name!r}, split={self.split!r}, items={len(self)})"

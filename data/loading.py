@@ -1,0 +1,119 @@
+"""`load_dataset`: a name and a split in, a `BatchedDataset` out.
+
+Why one entry point: the harness never needs to know whether a dataset is a
+synthetic twin or files on disk, vision or text; it asks by name. Real data is
+read through the reader registered for the base name (`vision_files`,
+`text_files`) and is never replaced by synthetic data when files are missing.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Union
+
+from . import text_files, vision_files  # noqa: F401 - importing registers the readers
+from .augment import BasicAugment
+from .batched import BatchedDataset
+from .cache import cached, fingerprint
+from .in_memory import InMemoryText, InMemoryVision
+from .sources import bad_file, data_root, require_files, source_for
+from .spec import DatasetSpec, get_spec
+from .splits import SPLITS, label_noise_offsets, split_positions
+from .synthetic import SyntheticText, SyntheticVision, synthetic_vocab
+from .text_files import TextArrays
+from .vision_files import VisionArrays
+
+__all__ = ["AUGMENTS", "load_dataset", "read_real", "text_vocab"]
+
+AUGMENTS = ("none", "basic")
+PathLike = Union[str, os.PathLike]
+
+
+# The last dataset read in this process: a cell loads "train" then "test" of the same files.
+_LAST_READ: dict[tuple, Union[VisionArrays, TextArrays]] = {}
+
+
+def read_real(spec: DatasetSpec, root: Optional[PathLike] = None) -> Union[VisionArrays, TextArrays]:
+    """The decoded official splits of real dataset `spec` (through the cache where it pays)."""
+    source = source_for(spec.base)
+    base = data_root(root)
+    paths = require_files(source, base)
+    settings = {"dataset": spec.base, "max_len": spec.max_len, "vocab_size": spec.vocab_size}
+    files_key = fingerprint(paths, settings)
+    key = (spec.base, str(base.resolve()), files_key)
+    if key in _LAST_READ:
+        return _LAST_READ[key]
+    if source.cache:
+        cls = TextArrays if spec.modality == "text" else VisionArrays
+        arrays = cached(base, spec.base, files_key, cls, lambda: source.read(base))
+    else:
+        arrays = source.read(base)
+    if spec.modality == "vision":
+        for part in ("train_images", "test_images"):
+            shape = tuple(getattr(arrays, part).shape[1:])
+            if shape != spec.input_shape:
+                raise bad_file(spec.base, paths[0], f"{part} have shape {shape}, expected {spec.input_shape}")
+    _LAST_READ.clear()
+    _LAST_READ[key] = arrays
+    return arrays
+
+
+def _check(name: str, split: str, augment: str, val_fraction: float, noise_rate: float) -> DatasetSpec:
+    spec = get_spec(name)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
+    if augment not in AUGMENTS:
+        raise ValueError(f"unknown augment {augment!r}; choose one of {list(AUGMENTS)} "
+                         "(the two-view 'strong' batch is two_view_batch(x, y, modality))")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    if not 0.0 <= noise_rate <= 1.0:
+        raise ValueError(f"noise_rate must be in [0, 1], got {noise_rate!r}")
+    return spec
+
+
+def load_dataset(name: str, split: str = "train", root: Optional[PathLike] = None, seed: int = 0,
+                 augment: str = "none", val_fraction: float = 0.1, noise_rate: float = 0.0) -> BatchedDataset:
+    """Dataset `name` ("cifar10", "imdb@synthetic", ...; see `list_datasets()`), split `split`.
+
+    * split: "train" (the official training set minus the hold-out), "val"
+      (a `val_fraction` hold-out of the training set drawn by `seed`) or
+      "test" (the official test set; SST-2's GLUE dev set; Tiny-ImageNet's val set).
+    * augment: "basic" = random crop (padding side/8) + horizontal flip, on
+      the training split of vision data only (a no-op for text, val and test).
+    * noise_rate: fraction of *training* labels replaced by a different class.
+    * root: data root for real files (else $SCPLBENCH_DATA, else ./datasets).
+    Items are `(x, y)`: vision x float (3, H, W) normalised; text x int64
+    (max_len,) with 0 = <pad>, 1 = <unk>. `dataset.get_batch(indices)` returns
+    a whole batch at once.
+    """
+    spec = _check(name, split, augment, val_fraction, noise_rate)
+    if spec.kind == "real":
+        arrays = read_real(spec, root)
+        train_count, test_count = len(arrays.train_labels), len(arrays.test_labels)
+    else:
+        arrays, train_count, test_count = None, spec.train_size, spec.test_size
+    positions = split_positions(split, train_count, test_count, val_fraction, seed)
+    offsets = (label_noise_offsets(len(positions), noise_rate, spec.num_classes, seed)
+               if split == "train" and noise_rate > 0 else None)
+    transform = (BasicAugment(max(1, spec.input_shape[-1] // 8))
+                 if augment == "basic" and split == "train" and spec.modality == "vision" else None)
+    common = dict(label_offsets=offsets, transform=transform, seed=seed)
+    if arrays is None:
+        cls = SyntheticVision if spec.modality == "vision" else SyntheticText
+        return cls(spec, split, positions, **common)
+    pool = "test" if split == "test" else "train"
+    if isinstance(arrays, VisionArrays):
+        return InMemoryVision(spec, split, positions, getattr(arrays, f"{pool}_images"),
+                              getattr(arrays, f"{pool}_labels"), **common)
+    return InMemoryText(spec, split, positions, getattr(arrays, f"{pool}_tokens"),
+                        getattr(arrays, f"{pool}_labels"), arrays.vocab, **common)
+
+
+def text_vocab(name: str, root: Optional[PathLike] = None) -> list[str]:
+    """The vocabulary (index = token id) of text dataset `name`, e.g. for `load_glove`."""
+    spec = get_spec(name)
+    if spec.modality != "text":
+        raise ValueError(f"{name!r} is a {spec.modality} dataset; it has no vocabulary")
+    if spec.kind == "synthetic":
+        return synthetic_vocab(spec)
+    return read_real(spec, root).vocab

@@ -1,0 +1,50 @@
+"""Data parallelism: BP replicated over N processes with DistributedDataParallel.
+
+The rival the papers leave out: on equal cores it uses the same resources as
+model parallelism.  The global batch is the grid's batch size, split evenly
+over the ranks; DDP averages gradients, so the update equals BP's on the whole
+batch (batch norm statistics are per rank, as in any DDP run).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from .base import MethodConfig, make_optimizer
+from .process_method import ProcessMethod, timed_loop
+from .registry import register_method
+
+__all__ = ["DDP", "ddp_rank"]
+
+
+def ddp_rank(rank, world, device, model, batches, config: MethodConfig):
+    model = model.to(device)
+    replica = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    optimizer = make_optimizer(replica.parameters(), config)
+    # each rank's contiguous slice of every global batch, cut ahead of timing
+    shards = [(x.chunk(world)[rank], y.chunk(world)[rank]) for x, y in batches]
+
+    def step(i, x, y):
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(replica(x.to(device)), y.to(device))
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    result = timed_loop(shards, device, step)
+    result["state"] = {n: t.detach().cpu() for n, t in model.state_dict().items()} if rank == 0 else {}
+    result["grads"] = {n: p.grad.detach().cpu() for n, p in model.named_parameters() if p.grad is not None}
+    return result
+
+
+@register_method("ddp")
+class DDP(ProcessMethod):
+    @classmethod
+    def incompatibility(cls, *, modality, batch_size, devices, options):
+        if batch_size % devices:
+            return f"batch_size {batch_size} must split evenly over {devices} data-parallel ranks"
+        return None
+
+    def rank_job(self, batches, balance, warmup_steps):
+        return ddp_rank, (self.model, batches, self.config)

@@ -1,0 +1,81 @@
+"""GPipe with the torchgpipe library (Huang et al. 2019; Kim et al. 2020).
+
+BP's network as an `nn.Sequential` (stages + head), partitioned over the
+devices by the balance (stages per device; the head goes with the last one)
+and run on `chunks` micro-batches with re-materialisation (`checkpoint`).
+Known facts (../shared/reference/LIBRARIES.md): torchgpipe maps every CPU
+"device" to one worker thread, so on CPU its partitions run one after another;
+it is here for CUDA and as the reference implementation; `gpipe_dist` is the
+backend with real concurrency on CPU.
+
+Options: chunks (default 4), checkpoint ("except_last" | "always" | "never"),
+deferred_batch_norm (default False).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import record_function
+
+from .base import Method, MethodConfig, make_optimizer
+from .registry import register_method
+from .sequential_net import as_sequential
+
+__all__ = ["GPipeTorchgpipe"]
+
+CHECKPOINT_MODES = ("always", "except_last", "never")
+
+
+@register_method("gpipe")
+class GPipeTorchgpipe(Method):
+    OPTIONS = ("chunks", "checkpoint", "deferred_batch_norm")
+
+    def __init__(self, model, config: MethodConfig) -> None:
+        super().__init__(model, config)
+        opts = config.options
+        self.chunks = int(opts.get("chunks", 4))
+        self.checkpoint = opts.get("checkpoint", "except_last")
+        if self.checkpoint not in CHECKPOINT_MODES:
+            raise ValueError(f"gpipe: checkpoint {self.checkpoint!r} unknown; choose one of {CHECKPOINT_MODES}")
+        self.deferred_batch_norm = bool(opts.get("deferred_batch_norm", False))
+        self.pipe = None
+        self.optimizer = None
+
+    @classmethod
+    def incompatibility(cls, *, modality, batch_size, devices, options):
+        if modality == "text":
+            return (f"{cls.name} splits batch-first tensors into micro-batches; text models pass "
+                    "(hidden, mask, LSTM state) payloads: use a vision model")
+        chunks = int(options.get("chunks", 4))
+        if batch_size % chunks:
+            return f"batch_size {batch_size} must be a multiple of chunks {chunks} (equal micro-batches)"
+        return None
+
+    def place(self, stage_devices: Sequence[torch.device], balance: Sequence[int] | None = None) -> None:
+        from torchgpipe import GPipe
+
+        if balance is None:
+            balance = [len(stage_devices)]
+        # one partition per device: the first stage of each group names the device
+        starts = [sum(balance[:d]) for d in range(len(balance))]
+        devices = [stage_devices[s] for s in starts]
+        balance = list(balance)
+        balance[-1] += 1  # the head layer
+        self.pipe = GPipe(
+            as_sequential(self.model), balance=balance, devices=devices, chunks=self.chunks,
+            checkpoint=self.checkpoint, deferred_batch_norm=self.deferred_batch_norm,
+        )
+        self.optimizer = make_optimizer(self.pipe.parameters(), self.config)
+
+    def train_step(self, x, y) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
+        with record_function("gpipe/forward"):
+            out = self.pipe(x.to(self.pipe.devices[0]))
+        loss = F.cross_entropy(out, y.to(out.device))
+        with record_function("gpipe/backward"):
+            loss.backward()
+        with record_function("gpipe/step"):
+            self.optimizer.step()
+        return float(loss.detach())

@@ -1,0 +1,67 @@
+"""The SCPL paper's Transformer text classifier: an embedding stage, then three encoder blocks.
+
+Layout (METHODS.md "Models"): embedding (vocab x 300) and three stages of one
+pre-LayerNorm `nn.TransformerEncoderLayer` each (d_model 300, 6 heads,
+d_ff 300, dropout 0.1); head Linear(300, 300) -> Tanh -> Linear(300, C).
+Each block has 543,000 parameters.  The reference also registers an unused
+copy of every block (about 543k dead parameters each); that copy is left out
+here, so parameter counts and memory reflect the network actually trained.
+
+Payload between stages: (states (B, L, 300), mask (B, L)); attention ignores
+padded keys.  Local features: plain mean over tokens after the embedding,
+mean over real tokens after each block.  The reference has no positional
+encoding; `positional_encoding=True` adds sinusoidal codes in the embedding
+stage (no parameters).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .embedding import TokenEmbedding
+from .reducers import masked_mean_tokens, mean_tokens
+from .registry import register_model
+from .staged import StagedModel
+
+__all__ = ["EncoderBlockStage", "transformer"]
+
+
+class EncoderBlockStage(nn.Module):
+    """One pre-LN encoder layer over a (states, mask) payload."""
+
+    def __init__(self, d_model: int, num_heads: int, ff_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(
+            d_model, num_heads, dim_feedforward=ff_dim, dropout=dropout, batch_first=True, norm_first=True
+        )
+
+    def forward(self, payload: tuple) -> tuple:
+        x, mask = payload[0], payload[1]
+        padding = ~mask
+        # A row with no real token would mask every key, and softmax over
+        # nothing is NaN; let such a row attend to its first position instead.
+        # (Its features are still zeros: masked_mean_tokens counts real tokens.)
+        padding[:, 0] &= mask.any(dim=1)
+        return self.layer(x, src_key_padding_mask=padding), mask
+
+
+@register_model
+def transformer(num_classes: int, vocab_size: int = 30000, embed_dim: int = 300, num_heads: int = 6,
+                ff_dim: int = 300, dropout: float = 0.1, blocks: int = 3, positional_encoding: bool = False,
+                embedding_weights: Optional[torch.Tensor] = None) -> StagedModel:
+    """Embedding + `blocks` encoder stages (default 3, i.e. 4 stages) for token-id inputs (B, L).
+
+    `embedding_weights` (vocab_size, embed_dim) initialises the embedding (GloVe).
+    """
+    if blocks < 1:
+        raise ValueError(f"transformer needs at least one encoder block, got blocks={blocks}")
+    if embed_dim % num_heads:
+        raise ValueError(f"embed_dim {embed_dim} must be divisible by num_heads {num_heads}")
+    stages: list[nn.Module] = [TokenEmbedding(vocab_size, embed_dim, embedding_weights, positional_encoding)]
+    stages += [EncoderBlockStage(embed_dim, num_heads, ff_dim, dropout) for _ in range(blocks)]
+    reducers = [mean_tokens] + [masked_mean_tokens] * blocks
+    feature_dims = [embed_dim] * (blocks + 1)
+    head = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.Tanh(), nn.Linear(embed_dim, num_classes))
+    return StagedModel(stages, reducers, feature_dims, head, num_classes, "text")
