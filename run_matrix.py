@@ -48,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     summary = run_grid(grid, results_dir, cells, args.data_root, progress=not args.no_progress)
     print(f"{grid.name}: ran {summary.ran} cells, skipped {summary.skipped} already done; statuses {summary.statuses}")
-    from bench.report import write_report
-
-    print(write_report(results_dir))
+    print(summary.report)
     return 0
 
 

@@ -59,7 +59,8 @@ def fetch_batch(dataset, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return torch.stack([torch.as_tensor(it[0]) for it in items]), torch.as_tensor([int(it[1]) for it in items])
 
 
-def prepare_batches(dataset, batch_size: int, count: int, seed: int, views: int, modality: str) -> list:
+def prepare_batches(dataset, batch_size: int, count: int, seed: int, views: int, modality: str,
+                    spec=None) -> list:
     """Build `count` batches ahead of time, so data loading never sits inside step time."""
     from data import two_view_batch
 
@@ -72,7 +73,8 @@ def prepare_batches(dataset, batch_size: int, count: int, seed: int, views: int,
             idx = torch.cat([idx, order[: batch_size - len(idx)]])
         x, y = fetch_batch(dataset, idx)
         if views == 2:
-            x, y = two_view_batch(x, y, modality)
+            stats = {"mean": spec.mean, "std": spec.std} if spec is not None and modality == "vision" else {}
+            x, y = two_view_batch(x, y, modality, **stats)
         batches.append((x, y))
     return batches
 
@@ -93,9 +95,9 @@ def run_cell(cell: Cell, data_root: Optional[str] = None) -> ResultRow:
     t0 = time.perf_counter()
     train_set = load_dataset(cell.dataset, split="train", root=data_root, seed=cell.seed, augment=s.augment)
     test_set = load_dataset(cell.dataset, split="test", root=data_root, seed=cell.seed)
-    untimed = prepare_batches(train_set, cell.batch_size, s.train_steps, cell.seed, s.views, spec.modality)
+    untimed = prepare_batches(train_set, cell.batch_size, s.train_steps, cell.seed, s.views, spec.modality, spec)
     timed = prepare_batches(
-        train_set, cell.batch_size, s.warmup_steps + s.steps, cell.seed + 10_000, s.views, spec.modality
+        train_set, cell.batch_size, s.warmup_steps + s.steps, cell.seed + 10_000, s.views, spec.modality, spec
     )
     data_time = time.perf_counter() - t0
 

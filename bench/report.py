@@ -60,15 +60,15 @@ def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Test accuracy mean ± std over trials, rows method × devices, columns model/dataset."""
+    """Test accuracy mean ± std over trials, rows method × devices × batch size, columns model/dataset."""
     ok = frame[frame["status"] == "ok"].copy()
     ok["column"] = ok["model"] + " / " + ok["dataset"]
-    grouped = ok.groupby(["method", "devices", "column"])["test_acc"]
+    grouped = ok.groupby(["method", "devices", "batch_size", "column"])["test_acc"]
     stats = grouped.agg(["mean", "std", "count"]).reset_index()
     stats["text"] = stats.apply(
         lambda r: f"{100 * r['mean']:.2f} ± {100 * (0 if pd.isna(r['std']) else r['std']):.2f} (n={r['count']})", axis=1
     )
-    table = stats.pivot(index=["method", "devices"], columns="column", values="text").fillna("–")
+    table = stats.pivot(index=["method", "devices", "batch_size"], columns="column", values="text").fillna("–")
     return table.sort_index(key=lambda idx: idx.map(_method_rank) if idx.name == "method" else idx)
 
 
@@ -85,7 +85,7 @@ def markdown_table(table: pd.DataFrame, index_name: str = "") -> str:
 def _caption(frame: pd.DataFrame, model: str, dataset: str) -> str:
     kinds = sorted(frame["data_kind"].dropna().unique())
     epoch_kinds = sorted(frame["epoch_time_kind"].dropna().unique())
-    steps = sorted(frame["timed_steps"].dropna().astype(int).unique())
+    steps = "/".join(str(int(n)) for n in sorted(frame["timed_steps"].dropna().unique()))
     devices = sorted({n for names in frame["device_names"].dropna() for n in names})
     parts = [f"Speedup of training time per epoch over BP on 1 device at the same batch size; {model} on {dataset}."]
     if "synthetic" in kinds:
@@ -117,7 +117,7 @@ def write_report(results_dir: Path) -> str:
     acc = accuracy_table(frame)
     if not acc.empty:
         acc.to_csv(results_dir / "accuracy.csv")
-        text = "**Test accuracy (%) of the final head, mean ± std over trials.**\n\n" + markdown_table(acc, "method devices") + "\n"
+        text = "**Test accuracy (%) of the final head, mean ± std over trials.**\n\n" + markdown_table(acc, "method devices batch") + "\n"
         (results_dir / "accuracy.md").write_text(text)
         out.append(text)
     failed = frame[frame["status"] != "ok"]

@@ -32,6 +32,7 @@ class RunSummary:
     ran: int
     skipped: int
     statuses: dict
+    report: str = ""
 
 
 def select_cells(cells: Iterable[Cell], only: Iterable[str]) -> list[Cell]:
@@ -92,7 +93,7 @@ def run_grid(
     progress: bool = True,
     on_row: Optional[Callable[[ResultRow], None]] = None,
 ) -> RunSummary:
-    """Run the grid's unfinished cells, appending each row to results_dir/results.parquet."""
+    """Run the grid's unfinished cells, appending each row to results_dir/results.parquet, then report."""
     cells = grid.cells if cells is None else cells
     done = finished_cell_ids(results_dir)
     todo = [c for c in cells if c.cell_id not in done]
@@ -108,4 +109,7 @@ def run_grid(
                 tqdm.write(f"[{row.status}] {cell.label}: {row.error}")
             if on_row:
                 on_row(row)
-    return RunSummary(ran=len(todo), skipped=len(cells) - len(todo), statuses=statuses)
+    from .report import write_report
+
+    report = write_report(results_dir)  # tables (and figures) regenerated from everything measured so far
+    return RunSummary(ran=len(todo), skipped=len(cells) - len(todo), statuses=statuses, report=report)

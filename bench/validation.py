@@ -16,9 +16,9 @@ __all__ = ["validate_cell", "build_model"]
 
 def build_model(model: str, spec, device: str | torch.device | None = None, **kwargs):
     """Create `model` sized for dataset `spec` (classes, and vocabulary for text)."""
-    from models import create_model
+    from models.registry import create_model, model_accepts
 
-    if spec.modality == "text":
+    if spec.modality == "text" and model_accepts(model, "vocab_size"):
         kwargs.setdefault("vocab_size", spec.vocab_size)
     if device is None:
         staged = create_model(model, num_classes=spec.num_classes, **kwargs)

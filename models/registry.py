@@ -10,7 +10,7 @@ from typing import Callable, TypeVar
 
 from .staged import StagedModel
 
-__all__ = ["UnknownModelError", "register_model", "create_model", "list_models"]
+__all__ = ["UnknownModelError", "register_model", "create_model", "list_models", "model_accepts"]
 
 ModelFactory = Callable[..., StagedModel]
 F = TypeVar("F", bound=ModelFactory)
@@ -52,3 +52,15 @@ def create_model(name: str, num_classes: int, **kwargs) -> StagedModel:
 def list_models() -> list[str]:
     """Registered model names, sorted."""
     return sorted(_MODELS)
+
+
+def model_accepts(name: str, keyword: str) -> bool:
+    """Whether model `name`'s factory takes `keyword` (e.g. only text models take `vocab_size`)."""
+    import inspect
+
+    try:
+        factory = _MODELS[name]
+    except KeyError:
+        raise UnknownModelError(name) from None
+    params = inspect.signature(factory).parameters
+    return keyword in params or any(p.kind is p.VAR_KEYWORD for p in params.values())

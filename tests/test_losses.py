@@ -26,7 +26,7 @@ def _scalar_supcon(z, labels, tau, variant):
 
 def test_hand_derived_closed_form():
     # z1 = z2 = e1 (same class), z3 = e2 (alone). Anchors 1 and 2: log p = -log(1 + e^-10).
-    z = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    z = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
     y = torch.tensor([0, 0, 1])
     expected = math.log1p(math.exp(-10))
     # reference: anchors 1, 2 contribute expected/2 each, anchor 3 contributes 0; mean over 3

@@ -33,7 +33,7 @@ def _hand_made(tmp_path):
 def test_speedup_values(tmp_path):
     table = speedup_table(_hand_made(tmp_path))
     assert list(table.columns) == ["batch 32", "batch 64"]
-    assert table.loc["BP (1 device)", "batch 32"] == "1x (1.8 min)"
+    assert table.loc["BP (1 device)", "batch 32"] == "1x (105.0 s)"
     assert table.loc["BP (1 device)", "batch 64"] == "1x (80.0 s)"
     assert table.loc["scpl (1 device)", "batch 32"] == "1.00x"
     assert table.loc["scpl (2 devices)", "batch 32"] == "1.75x"  # 105 / 60
