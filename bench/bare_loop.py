@@ -21,6 +21,7 @@ __all__ = ["bare_scpl_step_times"]
 
 def bare_scpl_step_times(model_name: str, dataset: str, batch_size: int, warmup: int, steps: int, seed: int) -> list[float]:
     from data import get_spec, load_dataset
+    from methods.base import MethodConfig, make_optimizer
     from methods.losses import supcon_loss
     from methods.projectors import make_projector
 
@@ -39,7 +40,7 @@ def bare_scpl_step_times(model_name: str, dataset: str, batch_size: int, warmup:
         params = list(stage.parameters()) + list(projectors[k].parameters())
         if k == model.num_stages - 1:
             params += list(model.head.parameters())
-        optimizers.append(torch.optim.Adam(params, lr=1e-3))
+        optimizers.append(make_optimizer(params, MethodConfig()))  # the harness's optimizer, same math
     times = []
     for i, (x, y) in enumerate(batches):
         start = time.perf_counter()

@@ -37,12 +37,20 @@ class MethodConfig:
 
 
 def make_optimizer(params: Sequence[nn.Parameter], config: MethodConfig) -> torch.optim.Optimizer:
-    """Adam (the references' choice) or plain SGD, over the given parameters."""
+    """Adam (the references' choice) or SGD with momentum, over the given parameters.
+
+    Why `fused=True`: the same update as the default per-tensor loop, in one
+    kernel.  Decoupled methods carry large affiliated modules (SCPL's VGG8
+    projectors are 58M parameters), and on a CPU the unfused Adam update alone
+    costs ~14x more than the fused one; every method gets the same optimizer
+    implementation, so comparisons stay fair.
+    """
     params = list(params)
+    fused = bool(params) and all(p.device.type in ("cpu", "cuda") for p in params)
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr)
+        return torch.optim.Adam(params, lr=config.lr, fused=fused or None)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=0.9)
+        return torch.optim.SGD(params, lr=config.lr, momentum=0.9, fused=fused or None)
     raise ValueError(f"unknown optimizer {config.optimizer!r}; choose 'adam' or 'sgd'")
 
 
