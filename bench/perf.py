@@ -31,8 +31,8 @@ ROUNDS = int(os.environ.get("SCPLBENCH_BENCH_ROUNDS", "3"))
 SETTINGS = CellSettings(warmup_steps=2, steps=6, eval_batches=1, eval_batch_size=64, timeout_s=900)
 
 
-def _cell(method: str, model: str, dataset: str, batch: int, devices: int, threads: int) -> Cell:
-    settings = dataclasses.replace(SETTINGS, threads_per_device=threads, device_kind="cpu")
+def _cell(method: str, model: str, dataset: str, batch: int, devices: int, threads: int, **options) -> Cell:
+    settings = dataclasses.replace(SETTINGS, threads_per_device=threads, device_kind="cpu", method_options=options)
     return Cell("bench", method, model, dataset, batch, devices, 0, settings)
 
 
@@ -44,6 +44,11 @@ CONFIGS = {
     "vgg_scpl_2dev": _cell("scpl", "vgg8", "cifar10@synthetic", 128, 2, 1),
     "lstm_bp_1dev": _cell("bp", "lstm", "imdb@synthetic", 128, 1, 1),
     "lstm_scpl_2dev": _cell("scpl", "lstm", "imdb@synthetic", 128, 2, 1),
+    # GPipe (torch.distributed.pipelining, one process per device), SCPL + GPipe and DDP beside them
+    "vgg_gpipe_dist_2dev_c4": _cell("gpipe_dist", "vgg8", "cifar10@synthetic", 128, 2, 1, chunks=4),
+    "vgg_gpipe_dist_2dev_c8": _cell("gpipe_dist", "vgg8", "cifar10@synthetic", 128, 2, 1, chunks=8),
+    "vgg_scpl_gpipe_2dev_c4": _cell("scpl_gpipe", "vgg8", "cifar10@synthetic", 128, 2, 1, chunks=4),
+    "vgg_ddp_2dev": _cell("ddp", "vgg8", "cifar10@synthetic", 128, 2, 1),
 }
 BARE = ("vgg8", "cifar10@synthetic", 128)
 
@@ -108,11 +113,58 @@ def ratios(samples: dict) -> list[dict]:
         "name": "vgg_scpl_1dev_vs_bp_1dev", "ratio": t["vgg_bp_1dev"] / t["vgg_scpl_1dev"], "target": 0.92,
         "detail": f"BP {t['vgg_bp_1dev'] * 1000:.0f} ms/step vs SCPL (projector m) {t['vgg_scpl_1dev'] * 1000:.0f} ms/step, 1 thread",
     })
+    out += gpipe_ratios(samples, t)
     bare = statistics.median(samples["bare_scpl_1dev"])
     out.append({
         "name": "harness_overhead_scpl_1dev", "ratio": bare / t["vgg_scpl_1dev"], "target": 0.98,
         "detail": f"bare loop {bare * 1000:.1f} ms/step vs harness {t['vgg_scpl_1dev'] * 1000:.1f} ms/step "
                   "(ratio >= 0.98 means overhead <= 2 %)",
+    })
+    return out
+
+
+def gpipe_ideal(stage_costs: list[float], balance: list[int], chunks: int) -> float:
+    """Balance-ideal speedup x the GPipe bubble factor m / (m + N - 1).
+
+    The balance ideal is all stage work over the busiest device's work, from the
+    per-stage costs measured to choose the balance (forward + backward).
+    """
+    per_device, first = [], 0
+    for count in balance:
+        per_device.append(sum(stage_costs[first:first + count]))
+        first += count
+    devices = len(balance)
+    return sum(stage_costs) / max(per_device) * chunks / (chunks + devices - 1)
+
+
+def gpipe_ratios(samples: dict, t: dict) -> list[dict]:
+    """GPipe (distributed backend) vs BP on 1 device, with ideal and efficiency; SCPL + GPipe and DDP beside."""
+    out = []
+    bp = t["vgg_bp_1dev"]
+    for chunks in (4, 8):
+        name = f"vgg_gpipe_dist_2dev_c{chunks}"
+        row = samples[name][0]
+        speedup = bp / t[name]
+        ideal = statistics.median(gpipe_ideal(r.stage_costs_s, r.balance, chunks) for r in samples[name])
+        out.append({
+            "name": f"{name}_vs_bp_1dev_efficiency", "ratio": speedup / ideal, "target": 0.9,
+            "detail": f"VGG8 b128, 2 processes x 1 thread (gloo), {chunks} micro-batches: speedup {speedup:.2f}x over "
+                      f"BP on 1 device ({bp * 1000:.0f} vs {t[name] * 1000:.0f} ms/step), ideal {ideal:.2f}x = "
+                      f"balance ideal x m/(m+N-1) (balance {row.balance}, stage costs "
+                      f"{[round(c, 3) for c in row.stage_costs_s]} s)",
+        })
+    rows = samples["vgg_scpl_gpipe_2dev_c4"]
+    speedup = bp / t["vgg_scpl_gpipe_2dev_c4"]
+    ideal = statistics.median(_pipeline_ideal(r) for r in rows)
+    out.append({
+        "name": "vgg_scpl_gpipe_2dev_c4_vs_bp_1dev_speedup", "ratio": speedup, "target": None,
+        "detail": f"SCPL + GPipe, 4 micro-batches, 2 devices: {t['vgg_scpl_gpipe_2dev_c4'] * 1000:.0f} ms/step; "
+                  f"plain SCPL 2 devices {t['vgg_scpl_2dev'] * 1000:.0f} ms/step; ideal {ideal:.2f}x, "
+                  f"efficiency {speedup / ideal:.2f}",
+    })
+    out.append({
+        "name": "vgg_ddp_2dev_vs_bp_1dev_speedup", "ratio": bp / t["vgg_ddp_2dev"], "target": None,
+        "detail": f"data parallelism, 2 processes x 1 thread, same global batch: {t['vgg_ddp_2dev'] * 1000:.0f} ms/step",
     })
     return out
 

@@ -27,7 +27,7 @@ def _write(tmp_path, text):
 
 
 def test_shipped_grids_load_and_expand():
-    for name in ("smoke", "demo.yaml", "speedup"):
+    for name in ("smoke", "demo.yaml", "speedup", "accuracy"):
         grid = load_grid(name)
         assert grid.cells
         assert len({c.cell_id for c in grid.cells}) == len(grid.cells)
@@ -35,6 +35,23 @@ def test_shipped_grids_load_and_expand():
     assert {c.model for c in speedup.cells} == {"vgg8", "transformer"}
     assert {c.batch_size for c in speedup.cells} == {32, 64, 128, 256, 512}
     assert {c.devices for c in speedup.cells} == {1, 2, 4}
+    assert {c.method for c in speedup.cells} == {"bp", "scpl", "gpipe", "gpipe_dist", "ddp"}
+    accuracy = load_grid("accuracy")
+    assert {c.method for c in accuracy.cells} == {"bp", "early_exit", "al", "scpl", "dascpl"}
+    assert {c.trial for c in accuracy.cells} == {0, 1, 2}
+
+
+def test_method_options_per_method(tmp_path):
+    grid = load_grid(_write(tmp_path, BASE.replace("method: [bp, scpl]", "method: [bp, gpipe_dist]")
+                            .replace("devices: [1, 2]", "devices: [2]")
+                            + "  method_options:\n    gpipe_dist: {chunks: 8}\n"))
+    by_method = {c.method: c for c in grid.cells}
+    assert by_method["gpipe_dist"].settings.options_for("gpipe_dist") == {"chunks": 8}
+    assert by_method["bp"].settings.options_for("bp") == {}
+    # a cell's identity holds only the options its method reads
+    assert by_method["bp"].identity()["settings"]["method_options"] == {}
+    with pytest.raises(GridError, match=r"method_options \['chunks'\] not accepted by bp"):
+        load_grid(_write(tmp_path, BASE + "  method_options: {chunks: 8}\n"))
 
 
 def test_expansion_exclude_include(tmp_path):

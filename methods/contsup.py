@@ -1,0 +1,250 @@
+"""ContSup: greedy local learning with context supply (Tab-ct/ContSup, on CIFAR-style ResNets).
+
+The network (ResNet-32 / -110, `models/cifar_resnet.py`, K = 2, 4, 8, 16
+modules via the model's `modules` keyword) is trained module by module: module
+k < K-1 by its auxiliary head's local loss, the last module by the network's
+own classifier (cross-entropy, gradient into the module, as in the reference).
+Module k's input is h_{k-1}.detach() plus encoded, detached context (see
+`context_supply.py` for the modes R0, E, R1, R1E, Rn).  No gradient crosses
+modules, so the stage steps run unchanged on the N-device pipeline.
+
+Stage payload: module 0 gets the image; module k >= 1 gets the tuple
+(h_{k-1}, image or None, a_{k-1}, ..., a_{k-n}) - the previous output, the
+image when mode E needs it, and the last n module inputs when mode Rn does.
+
+Options (`method_options` in a grid):
+  context      R0 | E | R1 | R1E | Rn | RnE (default "E", the reference default)
+  local_loss   "contrast" (aux head -> 128-d, normalise, SupCon, tau 0.07; the
+               reference default) | "cross_entropy" (aux head -> C logits)
+  temperature  SupCon temperature (default 0.07; the grid's SCPL `temperature`
+               setting is not used)
+  feature_dim  width of the aux head's hidden FC and of the contrast output (128)
+
+Parameters: effective = the network plus the context encoders (inference runs
+them); affiliated = the auxiliary heads.
+
+Memory: the row's `peak_mem_per_device` is per *module* when modules are placed
+one per device (devices = K) on CUDA; on CPU threads share one process, so only
+the process's peak RSS exists.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import StagedModel, payload_to
+from models.staged import Payload
+
+from .base import DecoupledMethod, MethodConfig, StageStep, make_optimizer
+from .context_supply import ContextMode, ContextSupply
+from .losses import supcon_loss
+from .registry import register_method
+
+__all__ = ["ContSup", "AuxHead", "ContextualModule", "contsup_supcon_loss", "LOCAL_LOSS_MODES"]
+
+LOCAL_LOSS_MODES = ("contrast", "cross_entropy")
+DEFAULT_TEMPERATURE = 0.07
+DEFAULT_FEATURE_DIM = 128
+
+
+def contsup_supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE) -> torch.Tensor:
+    """SupCon as the ContSup reference computes it (Khosla et al.'s code, one view).
+
+    Each anchor's positive log-probabilities are averaged over its |P(i)|
+    positives (|P(i)| = 0 counts as 1, so such an anchor contributes 0) and the
+    mean is over *all* anchors.  That is the textbook variant (mean over anchors
+    with a positive) times the share of anchors that have one.  The reference's
+    factor temperature / base_temperature is 0.07 / 0.07 = 1 and is left out.
+    """
+    same = labels.view(-1, 1) == labels.view(1, -1)
+    with_positive = (same.sum(dim=1) > 1).to(features.dtype).mean()
+    return supcon_loss(features, labels, temperature, "textbook") * with_positive
+
+
+def _aux_conv(channels: int) -> tuple[int, int]:
+    """(width, stride) of the 1c2f head's conv: 16 -> 32 and 32 -> 64 at stride 2, 64 -> 64 at stride 1.
+
+    The reference builds heads for 16, 32 and 64 channels only; other widths
+    (a VGG's 256/512) follow the same rule: double and halve the map below 64
+    channels, keep both from 64 up.
+    """
+    return (2 * channels, 2) if channels < 64 else (channels, 1)
+
+
+class AuxHead(nn.Module):
+    """Auxiliary net "1c2f": conv3x3 -> BN -> ReLU -> GAP -> FC(->feature_dim) -> ReLU -> FC(->out)."""
+
+    def __init__(self, channels: int, out_features: int, feature_dim: int = DEFAULT_FEATURE_DIM) -> None:
+        super().__init__()
+        width, stride = _aux_conv(channels)
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, width, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Linear(width, feature_dim), nn.ReLU(),
+            nn.Linear(feature_dim, out_features),
+        )
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.body(h)
+
+
+class AuxObjective(nn.Module):
+    """Local loss of module k < K-1 on its output h_k (before any context is added)."""
+
+    def __init__(self, head: AuxHead, mode: str, temperature: float) -> None:
+        super().__init__()
+        self.head = head
+        self.mode = mode
+        self.temperature = temperature
+
+    def forward(self, out: Payload, y: torch.Tensor) -> torch.Tensor:
+        z = self.head(out[0])
+        if self.mode == "contrast":
+            return contsup_supcon_loss(F.normalize(z, dim=1), y, self.temperature)
+        return F.cross_entropy(z, y)
+
+
+class ClassifierObjective(nn.Module):
+    """The last module's loss: the network's own classifier, gradient into the module (reference)."""
+
+    def __init__(self, reducer, head: nn.Module) -> None:
+        super().__init__()
+        self.reducer = reducer
+        self.head = head
+
+    def forward(self, out: Payload, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.head(self.reducer(out[0])), y)
+
+
+class ContextualModule(nn.Module):
+    """Module k with its context supply: payload in, payload out (see the module docstring)."""
+
+    def __init__(self, index: int, stage: nn.Module, supply: Optional[ContextSupply], mode: ContextMode) -> None:
+        super().__init__()
+        self.index = index
+        self.stage = stage
+        self.supply = supply
+        self.mode = mode
+
+    def forward(self, payload: Payload) -> tuple:
+        n = self.mode.residual
+        if self.index == 0:
+            image = payload
+            a = image
+            # the image is a_0; with the image encoder on, the reference leaves it out of the R slots
+            recent: tuple = (None if self.mode.image else image,)
+        else:
+            h, image, *rest = payload
+            a = self.supply(h, image, rest)
+            recent = (a, *rest)
+        recent = (recent + (None,) * n)[:n]
+        return (self.stage(a), image if self.mode.image else None, *recent)
+
+
+def _module_channels(model: StagedModel) -> tuple[int, list[int]]:
+    """(image channels, output channels of every module but the last), from a shape-only forward.
+
+    Raises with an explanation when a module boundary is not a (B, C, H, W) map,
+    since the aux head and the context encoders are convolutional.
+    """
+    first_conv = next((m for m in model.stages[0].modules() if isinstance(m, nn.Conv2d)), None)
+    if model.modality != "vision" or first_conv is None:
+        raise ValueError("contsup needs a convolutional vision model (e.g. resnet32 / resnet110)")
+    in_channels = first_conv.in_channels
+    probe = copy.deepcopy(model.stages).to("meta")  # shapes only: no memory, no compute
+    x = torch.zeros(2, in_channels, 32, 32, device="meta")
+    channels = []
+    with torch.no_grad():
+        for k, stage in enumerate(probe[:-1]):
+            x = stage(x)
+            if not isinstance(x, torch.Tensor) or x.dim() != 4:
+                raise ValueError(
+                    f"contsup: module {k}'s output is not a (B, C, H, W) feature map; its aux head and "
+                    "context encoders are convolutional: use resnet32 / resnet110 (model_kwargs: {modules: K})"
+                )
+            channels.append(x.shape[1])
+    return in_channels, channels
+
+
+@register_method("contsup")
+class ContSup(DecoupledMethod):
+    OPTIONS = ("context", "local_loss", "temperature", "feature_dim")
+
+    def __init__(self, model: StagedModel, config: MethodConfig) -> None:
+        super().__init__(model, config)
+        opts = config.options
+        reason = self._option_problem(opts)
+        if reason:
+            raise ValueError(f"contsup: {reason}")
+        self.mode = ContextMode.parse(opts.get("context", "E"))
+        self.local_loss = opts.get("local_loss", "contrast")
+        temperature = float(opts.get("temperature", DEFAULT_TEMPERATURE))
+        feature_dim = int(opts.get("feature_dim", DEFAULT_FEATURE_DIM))
+        num = model.num_stages
+        if self.mode.residual > num - 1:
+            raise ValueError(
+                f"contsup: context {self.mode.name} reaches {self.mode.residual} modules back, but "
+                f"{num} modules have only {num - 1} boundaries; use R1..R{max(num - 1, 1)}"
+            )
+        image_channels, channels = _module_channels(model)
+        input_channels = [image_channels] + channels  # a_0 .. a_{K-1}
+        out = feature_dim if self.local_loss == "contrast" else model.num_classes
+        self.aux_heads = nn.ModuleList(AuxHead(c, out, feature_dim) for c in channels)
+        self.supplies = nn.ModuleList(
+            ContextSupply(k, self.mode, input_channels[:k], channels[k - 1]) for k in range(1, num)
+        )
+        last = num - 1
+        self.steps = []
+        for k, stage in enumerate(model.stages):
+            module = ContextualModule(k, stage, self.supplies[k - 1] if k else None, self.mode)
+            objective = (
+                ClassifierObjective(model.reducers[k], model.head) if k == last
+                else AuxObjective(self.aux_heads[k], self.local_loss, temperature)
+            )
+            self.steps.append(StageStep(k, module, objective, lambda p: make_optimizer(p, config)))
+
+    @staticmethod
+    def _option_problem(options: dict) -> Optional[str]:
+        unknown = sorted(set(options) - set(ContSup.OPTIONS))
+        if unknown:
+            return f"unknown options {unknown}; valid: {list(ContSup.OPTIONS)}"
+        try:
+            ContextMode.parse(options.get("context", "E"))
+        except ValueError as exc:
+            return str(exc)
+        if options.get("local_loss", "contrast") not in LOCAL_LOSS_MODES:
+            return f"local_loss {options['local_loss']!r} unknown; choose one of {list(LOCAL_LOSS_MODES)}"
+        return None
+
+    @classmethod
+    def incompatibility(cls, *, modality: str, batch_size: int, devices: int, options: dict) -> str | None:
+        if modality != "vision":
+            return "contsup trains convolutional modules with conv aux heads: use a vision model (resnet32 / resnet110)"
+        problem = cls._option_problem(options)
+        if problem:
+            return problem
+        if options.get("local_loss", "contrast") == "contrast" and batch_size < 2:
+            return f"local_loss contrast needs >= 2 samples per batch, got batch_size {batch_size}"
+        return None
+
+    def modules(self) -> list[nn.Module]:
+        return [self.model, self.supplies, self.aux_heads]
+
+    def affiliated_modules(self) -> list[nn.Module]:
+        return [self.aux_heads]
+
+    @torch.no_grad()
+    def predict(self, x: Payload) -> torch.Tensor:
+        """The deployed network: every module with its context supply, then the classifier."""
+        for step in self.steps:
+            x = step.encoder(payload_to(x, step.device))
+        return self.model.head(self.model.reducers[-1](x[0]))
+
+    def parameter_counts(self) -> tuple[int, int]:
+        """(network + context encoders, aux heads): the encoders run at inference too."""
+        effective, affiliated = super().parameter_counts()
+        return effective + sum(p.numel() for p in self.supplies.parameters()), affiliated
