@@ -29,6 +29,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from bench.grid import GridError, load_grid
+    from bench.data_check import check_data_files
     from bench.runner import run_grid, select_cells
 
     try:
@@ -46,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{cell.cell_id}  {cell.label}")
         print(f"{len(cells)} cells")
         return 0
+    try:
+        check_data_files(cells, args.data_root)
+    except GridError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     summary = run_grid(grid, results_dir, cells, args.data_root, progress=not args.no_progress)
     print(f"{grid.name}: ran {summary.ran} cells, skipped {summary.skipped} already done; statuses {summary.statuses}")
     print(summary.report)

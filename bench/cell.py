@@ -25,6 +25,8 @@ from .execution.record import NonFiniteLossError
 from .grid import Cell
 from .measure import peak_memory, provenance, step_stats
 from .schema import ResultRow
+from .selection import SelectionCurve, segment_lengths
+from .training_memory import training_memory_bytes
 from .validation import build_model
 
 __all__ = ["run_cell", "prepare_batches", "failed_row"]
@@ -39,6 +41,7 @@ def _base_row(cell: Cell) -> ResultRow:
         dataset=cell.dataset, data_kind=spec.kind, batch_size=cell.batch_size,
         devices=cell.devices, trial=cell.trial, seed=cell.seed,
         settings_json=json.dumps(cell.identity()["settings"], sort_keys=True),
+        noise_rate=cell.settings.noise_rate, val_fraction=cell.settings.val_fraction,
         started_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **provenance(),
     )
@@ -60,18 +63,28 @@ def fetch_batch(dataset, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 
 def prepare_batches(dataset, batch_size: int, count: int, seed: int, views: int, modality: str,
-                    spec=None) -> list:
-    """Build `count` batches ahead of time, so data loading never sits inside step time."""
+                    spec=None, workers: int = 0) -> list:
+    """Build `count` batches ahead of time, so data loading never sits inside step time.
+
+    `workers` > 0 decodes them in DataLoader worker processes (pinned when CUDA exists).
+    """
     from data import two_view_batch
+    from data.loader import batch_loader
 
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(dataset), generator=generator)
-    batches = []
+    index_batches = []
     for b in range(count):
         idx = order[(b * batch_size) % len(dataset):][:batch_size]
         if len(idx) < batch_size:  # wrap around the end of the epoch
             idx = torch.cat([idx, order[: batch_size - len(idx)]])
-        x, y = fetch_batch(dataset, idx)
+        index_batches.append(idx)
+    if workers > 0 and count > 0:
+        loaded = iter(batch_loader(dataset, index_batches, workers))
+    else:
+        loaded = (fetch_batch(dataset, idx) for idx in index_batches)
+    batches = []
+    for x, y in loaded:
         if views == 2:
             stats = {"mean": spec.mean, "std": spec.std} if spec is not None and modality == "vision" else {}
             x, y = two_view_batch(x, y, modality, **stats)
@@ -79,7 +92,14 @@ def prepare_batches(dataset, batch_size: int, count: int, seed: int, views: int,
     return batches
 
 
-def run_cell(cell: Cell, data_root: Optional[str] = None) -> ResultRow:
+def glove_embedding(dataset: str, spec, data_root: Optional[str], seed: int) -> tuple[torch.Tensor, float]:
+    """GloVe rows aligned to the dataset's vocabulary (row i = word i), and the coverage."""
+    from data import glove_path, load_glove, text_vocab
+
+    return load_glove(glove_path(data_root), text_vocab(dataset, data_root), rows=spec.vocab_size, seed=seed)
+
+
+def run_cell(cell: Cell, data_root: Optional[str] = None, results_dir: Optional[Path] = None) -> ResultRow:
     """Build, place, train (warm-up + timed steps), evaluate and measure one cell."""
     from data import get_spec, load_dataset
     from methods import MethodConfig, create_method
@@ -93,16 +113,21 @@ def run_cell(cell: Cell, data_root: Optional[str] = None) -> ResultRow:
     spec = get_spec(cell.dataset)
 
     t0 = time.perf_counter()
-    train_set = load_dataset(cell.dataset, split="train", root=data_root, seed=cell.seed, augment=s.augment)
-    test_set = load_dataset(cell.dataset, split="test", root=data_root, seed=cell.seed)
-    untimed = prepare_batches(train_set, cell.batch_size, s.train_steps, cell.seed, s.views, spec.modality, spec)
-    timed = prepare_batches(
-        train_set, cell.batch_size, s.warmup_steps + s.steps, cell.seed + 10_000, s.views, spec.modality, spec
-    )
+    split_args = dict(root=data_root, seed=cell.seed, val_fraction=s.val_fraction)
+    train_set = load_dataset(cell.dataset, split="train", augment=s.augment, noise_rate=s.noise_rate, **split_args)
+    val_set = load_dataset(cell.dataset, split="val", **split_args) if s.val_fraction > 0 else None
+    test_set = load_dataset(cell.dataset, split="test", **split_args)
+    untimed = prepare_batches(train_set, cell.batch_size, s.train_steps, cell.seed, s.views, spec.modality, spec,
+                              s.data_workers)
+    timed = prepare_batches(train_set, cell.batch_size, s.warmup_steps + s.steps, cell.seed + 10_000, s.views,
+                            spec.modality, spec, s.data_workers)
     data_time = time.perf_counter() - t0
 
-    model = build_model(cell.model, spec, **s.model_kwargs)
-    options = dict(s.method_options)
+    model_kwargs = dict(s.model_kwargs)
+    if s.glove:
+        model_kwargs["embedding_weights"], row.glove_coverage = glove_embedding(cell.dataset, spec, data_root, cell.seed)
+    model = build_model(cell.model, spec, **model_kwargs)
+    options = s.options_for(cell.method)
     if "trigger_epochs" in options:
         options["steps_per_epoch"] = math.ceil(spec.train_size / cell.batch_size)
     config = MethodConfig(
@@ -113,8 +138,17 @@ def run_cell(cell: Cell, data_root: Optional[str] = None) -> ResultRow:
     balance, costs = choose_balance(method, devices.count, timed, s.balance)
     method.place(stage_devices(balance, devices.devices), balance)
 
-    if untimed:
-        run_sequential(method, untimed, devices, warmup_steps=0)
+    eval_batches = test_batches(test_set, s.eval_batch_size, s.eval_batches)
+    val_batches = test_batches(val_set, s.eval_batch_size, s.eval_batches) if val_set is not None else None
+    curve = SelectionCurve()
+    done = 0
+    for length in segment_lengths(s.train_steps, s.eval_points):
+        if length:
+            run_sequential(method, untimed[done:done + length], devices, warmup_steps=0)
+            done += length
+        if s.eval_points > 1:
+            curve.add(done, accuracy(method, eval_batches)[0],
+                      accuracy(method, val_batches)[0] if val_batches else None)
     for device in devices.devices:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -129,8 +163,10 @@ def run_cell(cell: Cell, data_root: Optional[str] = None) -> ResultRow:
         record = run_sequential(method, timed, devices, s.warmup_steps)
     stats = step_stats(record)
     peak, per_device, mem_kind = peak_memory(devices)
-    eval_batches = test_batches(test_set, s.eval_batch_size, s.eval_batches)
+    train_mem = training_memory_bytes(method, timed[0])  # after the peak is read: it allocates
     acc, eval_samples = accuracy(method, eval_batches)
+    curve.add(s.train_steps + s.warmup_steps + s.steps, acc,
+              accuracy(method, val_batches)[0] if val_batches else None)
     exits = evaluate_exits(method, eval_batches)
     if exits is not None:
         for name, value in dataclasses.asdict(exits).items():
@@ -162,12 +198,25 @@ def run_cell(cell: Cell, data_root: Optional[str] = None) -> ResultRow:
     row.device_busy_s = record.device_busy_s
     row.final_train_loss = record.losses[-1]
     row.test_acc = acc
+    for column, value in curve.columns().items():
+        setattr(row, column, value)
     row.eval_samples = eval_samples
     row.params_effective = effective
     row.params_affiliated = affiliated
     row.peak_mem_bytes = peak
     row.peak_mem_per_device = per_device
     row.peak_mem_kind = mem_kind
+    row.train_mem_bytes = train_mem
+    row.train_mem_max_bytes = max(train_mem)
+    if s.profile is not None:  # after evaluation, on a copy: neither timings nor accuracy see the profiler
+        from .profiling import ProfileSchedule, cell_trace_dir, fill_profile_columns, profile_cell
+
+        plan = ProfileSchedule.from_setting(s.profile)
+        profile_batches = prepare_batches(train_set, cell.batch_size, plan.batches(devices.count, s.queue_depth),
+                                          cell.seed + 20_000, s.views, spec.modality, spec)
+        trace_dir = cell_trace_dir(results_dir, cell.grid, cell.label, cell.cell_id)
+        result = profile_cell(method, devices, balance, profile_batches, plan, trace_dir, s.queue_depth, s.timeout_s)
+        fill_profile_columns(row, result, stats.median_s, results_dir)
     row.duration_s = time.perf_counter() - wall_start
     return row
 
@@ -175,10 +224,11 @@ def run_cell(cell: Cell, data_root: Optional[str] = None) -> ResultRow:
 def main(argv: list[str]) -> int:
     cell_path, row_path = argv[1], argv[2]
     data_root = argv[3] if len(argv) > 3 and argv[3] else None
+    results_dir = Path(argv[4]) if len(argv) > 4 and argv[4] else None  # where traces go
     cell = Cell.from_json(Path(cell_path).read_text())
     start = time.perf_counter()
     try:
-        row = run_cell(cell, data_root)
+        row = run_cell(cell, data_root, results_dir)
     except NonFiniteLossError as exc:
         row = failed_row(cell, "nan", str(exc), time.perf_counter() - start)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a status row

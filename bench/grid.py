@@ -13,6 +13,7 @@ A grid file:
     settings: {steps: 3, ...}       # fixed for every cell; see CellSettings
     exclude: [{method: bp, devices: 2}]   # drop cells matching every key given
     include: [{method: bp, ...}]          # add cells (missing axes take the first value)
+    include: [{method: contsup, settings: {method_options: {context: R0}}}]  # settings given replace the grid's
 
 Every cell is checked (names, device split, batch size, model/data fit) and
 the first problem is reported as one line naming the key and the valid choices.
@@ -55,7 +56,9 @@ class CellSettings:
     projector: Optional[str] = None
     supcon_variant: str = "reference"
     local_loss: str = "supcon"  # SCPL-style stages: supcon | suncet | ntxent
-    method_options: dict = field(default_factory=dict)  # method-specific (e.g. dascpl trigger_steps)
+    # method-specific options, either flat ({chunks: 8}: every method of the grid must accept them)
+    # or per method ({gpipe_dist: {chunks: 8}, dascpl: {trigger_steps: [5, 10]}})
+    method_options: dict = field(default_factory=dict)
     views: int = 1  # 2 = the "strong" two-view batch of contrastive methods (2N samples)
     augment: str = "none"
     balance: Union[str, list] = "auto"  # "auto" (by measured stage time) | "even" | [stages per device]
@@ -65,6 +68,24 @@ class CellSettings:
     timeout_s: float = 900.0
     seed: int = 0
     model_kwargs: dict = field(default_factory=dict)
+    # data handling (docs/DATA.md): a seeded validation hold-out of the training set for
+    # model selection, seeded label noise on the training split, GloVe for text embeddings
+    val_fraction: float = 0.1
+    noise_rate: float = 0.0
+    glove: bool = False
+    data_workers: int = 0  # DataLoader workers preparing batches (before timing; pinned memory with CUDA)
+    eval_points: int = 1  # evaluations (val + test) spread over training; >1 enables model selection
+    # {wait, warmup, active}: extra profiled steps after the timed ones (docs/PROFILING.md); None = off
+    profile: Optional[dict] = None
+
+    def options_for(self, method: str) -> dict:
+        """The `method_options` that apply to `method` (see the field's comment)."""
+        from methods import list_methods
+
+        opts = self.method_options
+        if opts and all(key in list_methods() and isinstance(v, dict) for key, v in opts.items()):
+            return dict(opts.get(method, {}))
+        return dict(opts)
 
     @classmethod
     def from_mapping(cls, mapping: dict, where: str) -> "CellSettings":
@@ -72,6 +93,13 @@ class CellSettings:
         for key in mapping:
             if key not in valid:
                 raise GridError(f"{where}: unknown setting {key!r}; valid settings: {', '.join(valid)}")
+        if mapping.get("profile") is not None:
+            from .profile_schedule import ProfileSchedule
+
+            try:
+                ProfileSchedule.from_setting(mapping["profile"])
+            except ValueError as exc:
+                raise GridError(f"{where}: {exc}") from None
         return cls(**mapping)
 
 
@@ -95,6 +123,9 @@ class Cell:
         d = dataclasses.asdict(self)
         d.pop("grid")
         d["settings"].pop("timeout_s")
+        d["settings"]["method_options"] = self.settings.options_for(self.method)  # only what this method reads
+        if d["settings"].get("profile") is None:  # profiling off: ids stay those of older grids
+            d["settings"].pop("profile", None)
         return d
 
     @property
@@ -170,16 +201,22 @@ def load_grid(name_or_path: str) -> Grid:
     settings = CellSettings.from_mapping(raw.get("settings") or {}, path.name)
     for rules_key in ("exclude", "include"):
         for rule in raw.get(rules_key) or []:
-            bad = [k for k in rule if k not in AXES]
+            bad = [k for k in rule if k not in AXES and (rules_key, k) != ("include", "settings")]
             if bad:
-                raise GridError(f"{path.name}: {rules_key} rule uses {bad}; rules may only name axes {AXES}")
-    combos = [dict(zip(AXES, values)) for values in itertools.product(*(axes[a] for a in AXES))]
-    combos = [c for c in combos if not any(_matches(c, r) for r in raw.get("exclude") or [])]
+                raise GridError(f"{path.name}: {rules_key} rule uses {bad}; rules may only name axes {AXES} "
+                                "(an include rule may also give settings)")
+    combos = [(dict(zip(AXES, values)), settings) for values in itertools.product(*(axes[a] for a in AXES))]
+    combos = [(c, s) for c, s in combos if not any(_matches(c, r) for r in raw.get("exclude") or [])]
     for rule in raw.get("include") or []:
-        combos.append({a: rule.get(a, axes[a][0]) for a in AXES})
+        # Settings are not axes; an include rule may replace some for its cell (e.g. method_options),
+        # so one grid can compare variants of a method that differ only in settings.
+        extra = rule.get("settings") or {}
+        rule_settings = CellSettings.from_mapping({**(raw.get("settings") or {}), **extra},
+                                                  f"{path.name}: include") if extra else settings
+        combos.append(({a: rule.get(a, axes[a][0]) for a in AXES}, rule_settings))
     cells, seen = [], set()
-    for combo in combos:
-        cell = Cell(grid=name, settings=settings, **combo)
+    for combo, cell_settings in combos:
+        cell = Cell(grid=name, settings=cell_settings, **combo)
         if cell.cell_id not in seen:
             seen.add(cell.cell_id)
             cells.append(cell)

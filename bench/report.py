@@ -15,14 +15,16 @@ from pathlib import Path
 import pandas as pd
 
 from .results_store import read_results
+from .variants import label_variants
 
 __all__ = ["speedup_table", "accuracy_table", "write_report", "markdown_table"]
 
-METHOD_ORDER = ["bp", "ddp", "gpipe", "gpipe_torchgpipe", "gpipe_dist", "scpl", "scpl_gpipe", "dascpl", "al", "early_exit"]
+METHOD_ORDER = ["bp", "ddp", "gpipe", "gpipe_dist", "scpl", "scpl_gpipe", "dascpl", "al", "early_exit", "contsup"]
 
 
 def _method_rank(method: str) -> int:
-    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+    base = method.split("[")[0]  # variants (bench/variants.py) sort with their method
+    return METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER)
 
 
 def _format_seconds(seconds: float) -> str:
@@ -59,17 +61,49 @@ def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_dict(table, orient="index", columns=[f"batch {b}" for b in batch_sizes])
 
 
-def accuracy_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Test accuracy mean ± std over trials, rows method × devices × batch size, columns model/dataset."""
+def accuracy_table(frame: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
+    """Accuracy `metric` mean ± std over trials, rows method × devices × batch size, columns model/dataset.
+
+    `metric`: "test_acc" (final head), "test_acc_val_selected" or "test_acc_best" (bench/selection.py).
+    """
     ok = frame[frame["status"] == "ok"].copy()
+    if metric not in ok or ok[metric].isna().all():
+        return pd.DataFrame()
     ok["column"] = ok["model"] + " / " + ok["dataset"]
-    grouped = ok.groupby(["method", "devices", "batch_size", "column"])["test_acc"]
+    grouped = ok.groupby(["method", "devices", "batch_size", "column"])[metric]
     stats = grouped.agg(["mean", "std", "count"]).reset_index()
     stats["text"] = stats.apply(
         lambda r: f"{100 * r['mean']:.2f} ± {100 * (0 if pd.isna(r['std']) else r['std']):.2f} (n={r['count']})", axis=1
     )
     table = stats.pivot(index=["method", "devices", "batch_size"], columns="column", values="text").fillna("–")
     return table.sort_index(key=lambda idx: idx.map(_method_rank) if idx.name == "method" else idx)
+
+
+def exits_tables(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Early exits (Early Exit, DASCPL): accuracy, time and parameters per exit; accuracy vs depth per policy.
+
+    Means over trials, one row per method / model / dataset / batch size (and exit or policy).
+    """
+    ok = frame[(frame["status"] == "ok") & frame["exit_acc"].map(lambda a: a is not None and len(a) > 0)]
+    keys = ["method", "model", "dataset", "batch_size"]
+    per_exit, per_policy = [], []
+    for row in ok.itertuples():
+        base = {k: getattr(row, k) for k in keys}
+        for k, acc in enumerate(row.exit_acc):
+            per_exit.append({**base, "exit": k + 1, "accuracy %": 100 * acc,
+                             "time ms/sample": 1000 * row.exit_time_s[k] if len(row.exit_time_s) > k else None,
+                             "parameters": row.exit_params[k] if len(row.exit_params) > k else None})
+        for k, policy in enumerate(row.exit_policy):
+            per_policy.append({**base, "policy": policy, "accuracy %": 100 * row.exit_policy_acc[k],
+                               "mean depth": row.exit_policy_depth[k],
+                               "time ms/sample": 1000 * row.exit_policy_time_s[k]})
+    exits = pd.DataFrame(per_exit)
+    policies = pd.DataFrame(per_policy)
+    if not exits.empty:
+        exits = exits.groupby(keys + ["exit"]).mean(numeric_only=True).round(3)
+    if not policies.empty:
+        policies = policies.groupby(keys + ["policy"], sort=False).mean(numeric_only=True).round(3)
+    return exits, policies
 
 
 def markdown_table(table: pd.DataFrame, index_name: str = "") -> str:
@@ -101,7 +135,7 @@ def _caption(frame: pd.DataFrame, model: str, dataset: str) -> str:
 def write_report(results_dir: Path) -> str:
     """Write speedup (and accuracy) tables as .md and .csv next to the parquet; return the markdown."""
     results_dir = Path(results_dir)
-    frame = read_results(results_dir)
+    frame = label_variants(read_results(results_dir))
     if frame.empty:
         return f"no results in {results_dir}"
     out = []
@@ -118,12 +152,38 @@ def write_report(results_dir: Path) -> str:
     if not acc.empty:
         acc.to_csv(results_dir / "accuracy.csv")
         text = "**Test accuracy (%) of the final head, mean ± std over trials.**\n\n" + markdown_table(acc, "method devices batch") + "\n"
+        selected = frame["eval_steps"].map(lambda s: s is not None and len(s) > 1) if "eval_steps" in frame else None
+        if selected is not None and selected.any():
+            for metric, title in (
+                ("test_acc_val_selected", "Test accuracy (%) of the checkpoint with the best validation accuracy"),
+                ("test_acc_best", "Best test accuracy (%) over checkpoints: selected on the test set as the "
+                                  "references do, optimistic"),
+            ):
+                table = accuracy_table(frame[selected], metric)
+                table.to_csv(results_dir / f"accuracy_{metric}.csv")
+                text += f"\n**{title}, mean ± std over trials.**\n\n" + markdown_table(table, "method devices batch") + "\n"
         (results_dir / "accuracy.md").write_text(text)
+        out.append(text)
+    exits, policies = exits_tables(frame)
+    if not exits.empty:
+        text = ("**Early exits: accuracy, time to the exit's prediction and parameters used, per exit.**\n\n"
+                + markdown_table(exits, " ".join(exits.index.names)) + "\n")
+        exits.to_csv(results_dir / "exits.csv")
+        if not policies.empty:
+            policies.to_csv(results_dir / "exit_policies.csv")
+            text += ("\n**Exit policies: accuracy vs mean depth and time per sample.**\n\n"
+                     + markdown_table(policies, " ".join(policies.index.names)) + "\n")
+        (results_dir / "exits.md").write_text(text)
         out.append(text)
     failed = frame[frame["status"] != "ok"]
     if not failed.empty:
         out.append(f"{len(failed)} cell(s) did not finish: " + "; ".join(
             f"{r.method}/{r.model}/b{r.batch_size}/d{r.devices}: {r.status}" for r in failed.itertuples()))
+    from .figures import plots_dir, write_figures  # matplotlib/seaborn: only when a report is written
+
+    figures = write_figures(results_dir, frame)
+    if figures:
+        out.append(f"{len(figures)} figure file(s) in {plots_dir(results_dir)} (docs/PROFILING.md)")
     return "\n".join(out)
 
 

@@ -59,7 +59,8 @@ def _thread_env(cell: Cell) -> dict:
     return env
 
 
-def run_cell_subprocess(cell: Cell, data_root: Optional[str], workdir: Path) -> ResultRow:
+def run_cell_subprocess(cell: Cell, data_root: Optional[str], workdir: Path,
+                        results_dir: Optional[Path] = None) -> ResultRow:
     """One cell in a fresh interpreter; a crash or timeout is turned into a row."""
     from .cell import failed_row
     import json
@@ -67,7 +68,8 @@ def run_cell_subprocess(cell: Cell, data_root: Optional[str], workdir: Path) -> 
     cell_file = workdir / f"{cell.cell_id}.cell.json"
     row_file = workdir / f"{cell.cell_id}.row.json"
     cell_file.write_text(cell.to_json())
-    cmd = [sys.executable, "-m", "bench.cell", str(cell_file), str(row_file), data_root or ""]
+    cmd = [sys.executable, "-m", "bench.cell", str(cell_file), str(row_file), data_root or "",
+           str(Path(results_dir).resolve()) if results_dir else ""]  # profiled cells write traces there
     start = time.perf_counter()
     try:
         proc = subprocess.run(
@@ -102,7 +104,7 @@ def run_grid(
         bar = tqdm(todo, desc=grid.name, unit="cell", disable=not progress, dynamic_ncols=True)
         for cell in bar:
             bar.set_postfix_str(cell.label)
-            row = run_cell_subprocess(cell, data_root, Path(tmp))
+            row = run_cell_subprocess(cell, data_root, Path(tmp), results_dir)
             append_rows(results_dir, [row])
             statuses[row.status] = statuses.get(row.status, 0) + 1
             if row.status != "ok":

@@ -60,7 +60,18 @@ class ResultRow:
     device_busy_s: list[float] = field(default_factory=list)
     # quality
     final_train_loss: Optional[float] = None
-    test_acc: Optional[float] = None
+    test_acc: Optional[float] = None  # final head after all training (the speedup tables' number)
+    # model selection (bench/selection.py): accuracy at each evaluation point
+    val_acc: Optional[float] = None  # on the hold-out, at the end
+    eval_steps: list[int] = field(default_factory=list)
+    val_acc_curve: list[float] = field(default_factory=list)
+    test_acc_curve: list[float] = field(default_factory=list)
+    test_acc_val_selected: Optional[float] = None  # test accuracy of the best-validation checkpoint
+    val_acc_selected: Optional[float] = None
+    test_acc_best: Optional[float] = None  # best test accuracy over checkpoints: selected on test, optimistic
+    glove_coverage: Optional[float] = None  # fraction of vocabulary words found in GloVe
+    noise_rate: Optional[float] = None  # fraction of training labels corrupted (seeded)
+    val_fraction: Optional[float] = None  # training items held out for validation
     eval_samples: Optional[int] = None
     # early exits (Early Exit, DASCPL): per exit, then per policy ("fixed:k", "confidence:p", "entropy:h")
     exit_acc: list[float] = field(default_factory=list)
@@ -76,6 +87,18 @@ class ResultRow:
     peak_mem_bytes: Optional[int] = None
     peak_mem_per_device: list[int] = field(default_factory=list)
     peak_mem_kind: Optional[str] = None  # "cuda_max_allocated" | "cpu_peak_rss"
+    # counted, not sampled (bench/training_memory.py): saved activations + params + grads + optimizer
+    # state of one training step, per stage for decoupled methods, whole network for coupled ones
+    train_mem_bytes: list[int] = field(default_factory=list)
+    train_mem_max_bytes: Optional[int] = None  # the largest entry: the least one device must hold
+    # profiling: a separate, untimed run under torch.profiler (docs/PROFILING.md); None when off
+    trace_dir: Optional[str] = None  # results/<grid>/traces/<cell>/
+    profiled_step_median_s: Optional[float] = None
+    profiler_slowdown: Optional[float] = None  # profiled median step / timed median step
+    trace_span_s: Optional[float] = None  # the recorded iterations' span the fractions are over
+    trace_stage_busy_s: list[float] = field(default_factory=list)  # per stage, from the trace
+    bubble_fraction: Optional[float] = None  # share of device time idle in the span
+    overlap_fraction: Optional[float] = None  # share of the span with >= 2 devices busy
     # provenance
     settings_json: Optional[str] = None
     torch_version: Optional[str] = None

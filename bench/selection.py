@@ -63,3 +63,15 @@ class SelectionCurve:
     def test_acc_best(self) -> float:
         """Selected on the test set itself: optimistic, reported only beside the honest number."""
         return max(self.test_acc)
+
+    def columns(self) -> dict:
+        """The result-row columns (bench/schema.py) this curve fills."""
+        return {
+            "val_acc": self.val_acc[-1] if self.val_acc else None,
+            "eval_steps": self.steps,
+            "val_acc_curve": self.val_acc,
+            "test_acc_curve": self.test_acc,
+            "test_acc_val_selected": self.test_acc_val_selected,
+            "val_acc_selected": self.val_acc_selected,
+            "test_acc_best": self.test_acc_best,
+        }

@@ -82,11 +82,25 @@ def validate_cell(cell: Cell, where: str) -> None:
         raise GridError(f"{label}: device_kind {s.device_kind!r} unknown; choose one of {DEVICE_KINDS}")
     if s.steps < 1 or s.warmup_steps < 1:
         raise GridError(f"{label}: steps and warmup_steps must be >= 1 (warm-up is never timed)")
+    if not 0.0 <= s.val_fraction < 1.0:
+        raise GridError(f"{label}: val_fraction must be in [0, 1), got {s.val_fraction!r}")
+    if not 0.0 <= s.noise_rate <= 1.0:
+        raise GridError(f"{label}: noise_rate must be in [0, 1], got {s.noise_rate!r}")
+    if s.glove and spec.modality != "text":
+        raise GridError(f"{label}: glove: true needs a text dataset; {cell.dataset!r} is {spec.modality}")
+    if not isinstance(s.data_workers, int) or s.data_workers < 0:
+        raise GridError(f"{label}: data_workers must be an integer >= 0, got {s.data_workers!r}")
+    if not isinstance(s.eval_points, int) or s.eval_points < 1:
+        raise GridError(f"{label}: eval_points must be a positive integer, got {s.eval_points!r}")
+    if s.eval_points > 1 and s.train_steps < s.eval_points - 1:
+        raise GridError(f"{label}: eval_points {s.eval_points} needs train_steps >= {s.eval_points - 1} "
+                        "(evaluations are spread over the untimed training steps)")
     if s.views not in (1, 2):
         raise GridError(f"{label}: views must be 1 or 2, got {s.views!r}")
     from methods.losses import LOCAL_LOSSES, SUPCON_VARIANTS
 
-    unknown = sorted(set(s.method_options) - set(method_cls.OPTIONS))
+    options = s.options_for(cell.method)
+    unknown = sorted(set(options) - set(method_cls.OPTIONS))
     if unknown:
         raise GridError(
             f"{label}: method_options {unknown} not accepted by {cell.method}; valid: {list(method_cls.OPTIONS)}"
@@ -118,7 +132,7 @@ def validate_cell(cell: Cell, where: str) -> None:
         )
     reason = method_cls.incompatibility(
         modality=spec.modality, batch_size=cell.batch_size, devices=cell.devices,
-        options=s.method_options,
+        options=options,
     )
     if reason:
         raise GridError(f"{label}: {cell.method}: {reason}")

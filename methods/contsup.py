@@ -23,9 +23,11 @@ Options (`method_options` in a grid):
 Parameters: effective = the network plus the context encoders (inference runs
 them); affiliated = the auxiliary heads.
 
-Memory: the row's `peak_mem_per_device` is per *module* when modules are placed
-one per device (devices = K) on CUDA; on CPU threads share one process, so only
-the process's peak RSS exists.
+Memory per module (the reference claims savings but measures none): every row has
+`train_mem_bytes`, counted per module step by `bench/training_memory.py` (saved
+activations + parameters + gradients + optimizer state) on any device, beside
+BP's whole-network number; `peak_mem_per_device` is the allocator's view (per
+module only with one module per CUDA device; one process peak RSS on CPU).
 """
 from __future__ import annotations
 

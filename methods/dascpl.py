@@ -7,8 +7,9 @@ head, so the deployed network is the same as SCPL's.
 Dynamic layer accumulation (options `trigger_steps` or `trigger_epochs`, one
 trigger per later stage): in "forward" mode stage k+1 starts training after
 trigger k (before that it and everything after it is skipped: the forward
-shortcut); in "reverse" mode stage K-1-j stops training at trigger j and then
-only forwards (frozen) while later stages still train.
+shortcut); in "reverse" mode stage K-1-j (1-based; the last but one stage at
+the first trigger) stops training at trigger j and then only forwards (frozen)
+while the stages after it still train; the last stage never stops.
 """
 from __future__ import annotations
 
@@ -44,6 +45,10 @@ def accumulation_schedules(num_stages: int, triggers: Optional[Sequence[int]], m
     triggers = list(triggers)
     if len(triggers) != num_stages - 1:
         raise ValueError(f"dynamic accumulation needs {num_stages - 1} triggers, got {triggers}")
+    # Forward mode skips a stage by passing its *input* on; if a later stage started
+    # before an earlier one it would train on the wrong tensor (a shape error at best).
+    if any(t < 0 for t in triggers) or any(a > b for a, b in zip(triggers, triggers[1:])):
+        raise ValueError(f"accumulation triggers must be non-negative and non-decreasing, got {triggers}")
     if mode == "forward":
         starts = [0] + triggers  # stage k trains from starts[k]
         return [

@@ -12,16 +12,17 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from .base import MethodConfig, make_optimizer
-from .process_method import ProcessMethod, timed_loop
+from .process_method import ProcessMethod, load_optimizer_state, timed_loop
 from .registry import register_method
 
 __all__ = ["DDP", "ddp_rank"]
 
 
-def ddp_rank(rank, world, device, model, batches, config: MethodConfig):
+def ddp_rank(rank, world, device, model, batches, config: MethodConfig, optimizer_state=None):
     model = model.to(device)
     replica = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     optimizer = make_optimizer(replica.parameters(), config)
+    load_optimizer_state(optimizer, dict(model.named_parameters()), optimizer_state or {})
     # each rank's contiguous slice of every global batch, cut ahead of timing
     shards = [(x.chunk(world)[rank], y.chunk(world)[rank]) for x, y in batches]
 
@@ -47,4 +48,4 @@ class DDP(ProcessMethod):
         return None
 
     def rank_job(self, batches, balance, warmup_steps):
-        return ddp_rank, (self.model, batches, self.config)
+        return ddp_rank, (self.model, batches, self.config, self.optimizer_state())

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import MethodConfig, make_optimizer
-from .process_method import ProcessMethod, timed_loop
+from .process_method import ProcessMethod, load_optimizer_state, timed_loop
 from .registry import register_method
 from .sequential_net import as_sequential
 
@@ -34,7 +34,8 @@ def _rank_layers(balance: Sequence[int], rank: int, num_stages: int) -> list[int
     return layers
 
 
-def pipeline_rank(rank, world, device, model, balance, batches, config: MethodConfig, chunks: int, schedule: str):
+def pipeline_rank(rank, world, device, model, balance, batches, config: MethodConfig, chunks: int, schedule: str,
+                  optimizer_state=None):
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
     seq = as_sequential(model)
@@ -45,6 +46,10 @@ def pipeline_rank(rank, world, device, model, balance, batches, config: MethodCo
     runner = schedule_cls(stage, n_microbatches=chunks, loss_fn=F.cross_entropy)
     optimizer = make_optimizer(part.parameters(), config)
     last = rank == world - 1
+    owned = tuple(f"stages.{k}." for k in layers if k < model.num_stages) + (("head.",) if last else ())
+    load_optimizer_state(
+        optimizer, {n: p for n, p in model.named_parameters() if n.startswith(owned)}, optimizer_state or {}
+    )
 
     def step(i, x, y):
         optimizer.zero_grad(set_to_none=True)
@@ -58,10 +63,9 @@ def pipeline_rank(rank, world, device, model, balance, batches, config: MethodCo
         else:
             runner.step()
         optimizer.step()
-        return float(torch.stack(losses).mean()) if losses else None
+        return float(torch.stack(losses).detach().mean()) if losses else None
 
     result = timed_loop(batches, device, step)
-    owned = tuple(f"stages.{k}." for k in layers if k < model.num_stages) + (("head.",) if last else ())
     result["state"] = {n: t.detach().cpu() for n, t in model.state_dict().items() if n.startswith(owned)}
     result["grads"] = {n: p.grad.detach().cpu() for n, p in model.named_parameters()
                        if n.startswith(owned) and p.grad is not None}
@@ -90,4 +94,5 @@ class GPipeDistributed(ProcessMethod):
         return None
 
     def rank_job(self, batches, balance, warmup_steps):
-        return pipeline_rank, (self.model, list(balance), batches, self.config, self.chunks, self.schedule)
+        return pipeline_rank, (self.model, list(balance), batches, self.config, self.chunks, self.schedule,
+                               self.optimizer_state())

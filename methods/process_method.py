@@ -12,10 +12,12 @@ import time
 from typing import Any, Callable, Sequence
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
-from .base import Method
+from .base import Method, make_optimizer
 
-__all__ = ["ProcessMethod", "device_sync", "timed_loop"]
+__all__ = ["ProcessMethod", "device_sync", "timed_loop", "load_optimizer_state"]
 
 
 def device_sync(device: torch.device) -> None:
@@ -41,17 +43,53 @@ def timed_loop(batches: Sequence, device: torch.device, step: Callable[[int, Any
     return {"start_time": start, "completion_times": completions, "losses": losses, "busy_s": busy}
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, named: dict[str, nn.Parameter], state: dict) -> None:
+    """Give a rank's optimizer the parent's per-parameter state (Adam moments, step), matched by name."""
+    for name, param in named.items():
+        if name in state:
+            # Adam's "step" stays a CPU tensor (what a non-capturable optimizer expects)
+            optimizer.state[param] = {k: v.to(param.device) if torch.is_tensor(v) and k != "step" else v
+                                      for k, v in state[name].items()}
+
+
 class ProcessMethod(Method):
     """A coupled method executed by `bench.execution.processes.run_ranks`."""
 
     execution = "processes"
+
+    def __init__(self, model, config) -> None:
+        super().__init__(model, config)
+        self.optimizer: torch.optim.Optimizer | None = None
 
     def place(self, stage_devices: Sequence[torch.device], balance: Sequence[int] | None = None) -> None:
         """Ranks place their own parts; the parent keeps the model where evaluation runs."""
         self.model.to(stage_devices[0])
 
     def train_step(self, x, y) -> float:
-        raise NotImplementedError(f"{self.name} trains in one process per device; the runner calls rank_job")
+        """Untimed (accuracy) training in the parent: BP's step on the whole batch.
+
+        It is the update the ranks compute (GPipe's micro-batch mean and DDP's
+        averaged shards both equal it without batch norm), without spawning
+        processes per step; the optimizer state goes on to the ranks
+        (`optimizer_state`).  Before this existed a grid with `train_steps` > 0
+        failed every process-method cell.
+        """
+        if self.optimizer is None:
+            self.optimizer = make_optimizer(self.model.parameters(), self.config)
+        device = next(self.model.parameters()).device
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(self.model(x.to(device)), y.to(device))
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def optimizer_state(self) -> dict:
+        """{parameter name: optimizer state} of the untimed steps, for the ranks to continue from."""
+        if self.optimizer is None:
+            return {}
+        return {name: {k: v.detach().cpu().clone() if torch.is_tensor(v) else v
+                       for k, v in self.optimizer.state[p].items()}
+                for name, p in self.model.named_parameters() if p in self.optimizer.state}
 
     def rank_job(self, batches: Sequence, balance: Sequence[int], warmup_steps: int) -> tuple[Callable, tuple]:
         """(fn, args) such that fn(rank, world, device, *args) trains one rank and returns its result dict."""

@@ -107,3 +107,14 @@ def test_dry_run_lists_cells_and_only_filters():
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert lines[-1] == "2 cells" and all("scpl/" in l for l in lines[:-1])
+
+
+def test_missing_real_dataset_stops_before_any_cell(tmp_path):
+    grid = _write(tmp_path, BASE.replace("cifar10@synthetic", "cifar10"))
+    results = tmp_path / "res"
+    proc = subprocess.run([sys.executable, "run_matrix.py", "--grid", str(grid), "--data-root", str(tmp_path / "none"),
+                           "--results", str(results)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2
+    line = proc.stderr.strip()
+    assert "\n" not in line and "cifar-10-batches-py/data_batch_1" in line and "cifar-10-python.tar.gz" in line
+    assert not results.exists()

@@ -55,3 +55,41 @@ def test_report_files_caption_and_cli(tmp_path):
     assert proc.returncode == 0 and "1.75x" in proc.stdout
     bad = subprocess.run([sys.executable, "-m", "bench.report", str(tmp_path / "nope")], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "run_matrix.py" in bad.stderr
+
+
+def test_variants_of_one_method_get_their_own_rows():
+    import json
+
+    from bench.variants import label_variants
+
+    def settings(**kw):
+        return json.dumps({"lr": 0.001, "seed": 0, "method_options": kw.pop("opts", {}), **kw})
+
+    frame = pd.DataFrame({
+        "method": ["bp", "bp", "contsup", "contsup", "scpl"],
+        "settings_json": [settings(), settings(), settings(opts={"context": "E"}), settings(opts={"context": "R1E"}),
+                          settings(local_loss="suncet")],
+    })
+    labels = list(label_variants(frame)["method"])
+    assert labels == ["bp", "bp", "contsup[context=E]", "contsup[context=R1E]", "scpl"]
+
+
+def test_exit_and_selection_tables_from_hand_made_rows(tmp_path):
+    rows = []
+    for trial, (acc1, acc2) in enumerate([(0.4, 0.8), (0.6, 0.6)]):
+        row = _row("dascpl", 1, 32, 10.0, trial=trial)
+        row.exit_acc, row.exit_time_s, row.exit_params = [acc1, acc2], [0.001, 0.003], [100, 300]
+        row.exit_policy, row.exit_policy_acc = ["fixed:1", "confidence:0.9"], [acc1, 0.75]
+        row.exit_policy_depth, row.exit_policy_time_s = [1.0, 1.5], [0.001, 0.002]
+        row.eval_steps, row.test_acc_val_selected, row.test_acc_best = [5, 10], 0.5 + trial * 0.1, 0.9
+        rows.append(row)
+    append_rows(tmp_path, rows)
+    write_report(tmp_path)
+    exits = pd.read_csv(tmp_path / "exits.csv")
+    assert list(exits["accuracy %"]) == [50.0, 70.0]  # mean over the two trials, per exit
+    assert list(exits["time ms/sample"]) == [1.0, 3.0] and list(exits["parameters"]) == [100, 300]
+    policies = pd.read_csv(tmp_path / "exit_policies.csv")
+    assert list(policies["mean depth"]) == [1.0, 1.5] and list(policies["accuracy %"]) == [50.0, 75.0]
+    text = (tmp_path / "accuracy.md").read_text()
+    assert "55.00 ± 7.07 (n=2)" in text  # validation-selected: 0.5 and 0.6
+    assert "Best test accuracy" in text and "90.00 ± 0.00 (n=2)" in text

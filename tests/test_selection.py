@@ -82,3 +82,17 @@ def test_glove_missing_file_names_path_and_fix(tmp_path):
                 CellSettings(warmup_steps=1, steps=1, eval_batches=1, eval_batch_size=8, glove=True))
     with pytest.raises(Exception, match="glove.6B.300d.txt"):
         run_cell(cell, str(tmp_path))
+
+
+def test_worker_loaded_batches_equal_main_process_batches():
+    import torch
+
+    from bench.cell import prepare_batches
+    from data import get_spec, load_dataset
+
+    spec = get_spec("cifar10@synthetic")
+    train = load_dataset("cifar10@synthetic", split="train", seed=0)
+    main = prepare_batches(train, 8, 3, 0, 1, "vision", spec, workers=0)
+    workers = prepare_batches(train, 8, 3, 0, 1, "vision", spec, workers=2)
+    for (xa, ya), (xb, yb) in zip(main, workers, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

@@ -16,9 +16,12 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
+from torch.profiler import record_function
+
+from models import payload_to
 
 from .devices import DeviceSet
 from .record import RunRecord, check_finite
@@ -61,8 +64,14 @@ def run_pipelined(
     batches: Sequence,
     warmup_steps: int,
     queue_depth: int = 2,
+    on_batch_done: Optional[Callable[[int], None]] = None,
 ) -> RunRecord:
-    """Run stage groups on their devices' workers; return when every batch has left the last stage."""
+    """Run stage groups on their devices' workers; return when every batch has left the last stage.
+
+    `on_batch_done(i)` is called in the calling thread as batch i leaves the
+    last stage (the profiler's `step()` must be called from the thread that
+    started it).
+    """
     if sum(balance) != len(steps) or len(balance) != devices.count:
         raise ValueError(f"balance {list(balance)} does not split {len(steps)} stages over {devices.count} devices")
     groups, first = [], 0
@@ -92,6 +101,10 @@ def run_pipelined(
                     return
                 i, c, x, y = item
                 group_start = time.perf_counter()
+                if d > 0:  # the hand-over between devices, labelled so traces show copies apart from work
+                    k = groups[d][0]
+                    with record_function(f"copy stage{k - 1}->stage{k}"):
+                        x, y = payload_to(x, steps[k].device), y.to(steps[k].device)
                 for k in groups[d]:
                     t0 = time.perf_counter()
                     x, loss = steps[k].accept(x, y, c, chunks)
@@ -118,19 +131,36 @@ def run_pipelined(
     threads = [threading.Thread(target=worker, args=(d,), name=f"stage-worker-{d}", daemon=True) for d in range(len(groups))]
     for t in threads:
         t.start()
+    def feed() -> None:
+        try:
+            for i, (x, y) in enumerate(batches):
+                for c, (xc, yc) in enumerate(zip(x.chunk(chunks), y.chunk(chunks)) if chunks > 1 else [(x, y)]):
+                    _put(queues[0], (i, c, xc, yc), stop)
+            _put(queues[0], _DONE, stop)
+        except _Stopped:
+            return
+
+    # Feeding from its own thread lets this thread drain the last queue from the
+    # start, so no bounded queue can fill up behind a feeder that waits on it.
+    feeder = threading.Thread(target=feed, name="stage-feeder", daemon=True)
     start = time.perf_counter()
+    feeder.start()
     try:
-        for i, (x, y) in enumerate(batches):
-            for c, (xc, yc) in enumerate(zip(x.chunk(chunks), y.chunk(chunks)) if chunks > 1 else [(x, y)]):
-                _put(queues[0], (i, c, xc, yc), stop)
-        _put(queues[0], _DONE, stop)
-        while True:  # drain the last queue so the last worker never blocks
-            if _get(queues[-1], stop) is _DONE:
+        while True:
+            item = _get(queues[-1], stop)
+            if item is _DONE:
                 break
+            if on_batch_done is not None and item[1] == chunks - 1:
+                on_batch_done(item[0])
     except _Stopped:
         pass
-    for t in threads:
-        t.join()
+    except BaseException:
+        stop.set()  # the callback failed: release the workers, then re-raise
+        raise
+    finally:
+        feeder.join()
+        for t in threads:
+            t.join()
     if errors:
         raise errors[0]
     return RunRecord(

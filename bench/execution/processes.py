@@ -8,6 +8,7 @@ processes are joined (joining first can deadlock on queued tensors).
 """
 from __future__ import annotations
 
+import io
 import os
 import queue as queue_module
 import socket
@@ -30,7 +31,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank_main(rank: int, world: int, port: int, devices: DeviceSet, fn: Callable, args: tuple, results) -> None:
+def _to_bytes(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _from_bytes(blob: bytes) -> Any:
+    return torch.load(io.BytesIO(blob), weights_only=False)
+
+
+def _rank_main(rank: int, world: int, port: int, devices: DeviceSet, fn: Callable, args_blob: bytes, results) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(devices.threads_per_device)
     device = devices.devices[rank]
@@ -39,8 +50,11 @@ def _rank_main(rank: int, world: int, port: int, devices: DeviceSet, fn: Callabl
         torch.cuda.set_device(device)
     try:
         dist.init_process_group(backend, rank=rank, world_size=world)
-        out = fn(rank, world, device, *args)
-        results.put((rank, "ok", out))
+        out = fn(rank, world, device, *_from_bytes(args_blob))
+        # Serialised to bytes: a tensor put on a torch.multiprocessing queue travels as
+        # a shared-memory handle that dies with this process, so the parent reading it
+        # after the rank exited got "Connection reset by peer".
+        results.put((rank, "ok", _to_bytes(out)))
     except BaseException:  # noqa: BLE001 - the parent re-raises with the rank's traceback
         results.put((rank, "error", traceback.format_exc()))
     finally:
@@ -54,8 +68,12 @@ def run_ranks(fn: Callable, devices: DeviceSet, args: tuple = (), timeout_s: flo
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     port = free_port()
+    # Bytes, not tensors: torch.multiprocessing would pass the tensors as *shared
+    # memory*, so every rank (and the parent) would update one set of weights --
+    # DDP's two ranks each applied the averaged step to it, doubling BP's update.
+    args_blob = _to_bytes(tuple(args))
     procs = [
-        ctx.Process(target=_rank_main, args=(r, world, port, devices, fn, args, results), daemon=False)
+        ctx.Process(target=_rank_main, args=(r, world, port, devices, fn, args_blob, results), daemon=False)
         for r in range(world)
     ]
     for p in procs:
@@ -69,7 +87,7 @@ def run_ranks(fn: Callable, devices: DeviceSet, args: tuple = (), timeout_s: flo
             except queue_module.Empty:
                 raise TimeoutError(f"ranks did not report within {timeout_s:.0f} s") from None
             if status == "ok":
-                collected[rank] = payload
+                collected[rank] = _from_bytes(payload)
             else:
                 errors.append(f"rank {rank}: {payload}")
                 break  # the other ranks may be blocked on the failed one

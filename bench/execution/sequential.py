@@ -6,7 +6,7 @@ parallelism) on N devices, where the chain rule leaves nothing to overlap.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 from .devices import DeviceSet, synchronize
 from .record import RunRecord, check_finite
@@ -14,8 +14,12 @@ from .record import RunRecord, check_finite
 __all__ = ["run_sequential"]
 
 
-def run_sequential(method, batches: Sequence, devices: DeviceSet, warmup_steps: int) -> RunRecord:
-    """Train on `batches` in order; stage busy times are kept for decoupled methods."""
+def run_sequential(method, batches: Sequence, devices: DeviceSet, warmup_steps: int,
+                   on_batch_done: Optional[Callable[[int], None]] = None) -> RunRecord:
+    """Train on `batches` in order; stage busy times are kept for decoupled methods.
+
+    `on_batch_done(i)` runs after batch i completed (the profiler's step boundary).
+    """
     steps = method.stage_steps() if method.decoupled else None
     stage_busy = [0.0] * (len(steps) if steps else 0)
     completions: list[float] = []
@@ -42,6 +46,8 @@ def run_sequential(method, batches: Sequence, devices: DeviceSet, warmup_steps: 
         synchronize(devices)
         completions.append(time.perf_counter())
         losses.append(loss)
+        if on_batch_done is not None:
+            on_batch_done(i)
     busy_total = completions[-1] - (completions[warmup_steps - 1] if warmup_steps else start)
     return RunRecord(
         start_time=start,

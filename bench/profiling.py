@@ -1,0 +1,150 @@
+"""Profile a cell with torch.profiler, apart from its timed steps.
+
+Why apart: the profiler slows every op (more so with every thread recorded), so
+the steps that are timed never run under it.  After the timed steps (and the
+evaluation, so accuracy does not depend on whether a cell was profiled) the
+same executor runs again on fresh batches under the profiler; the ratio of the
+profiled to the timed median step says how much the trace is stretched.
+
+What is recorded: CPU (and CUDA when the cell runs on CUDA) activity of every
+thread (`profile_all_threads`: the pipeline's stage workers run in their own
+threads), with the labels `stage{k}/forward|loss|backward|step` and
+`copy stage{j}->stage{k}`.  One trace per cell, written by
+`tensorboard_trace_handler` to `<results>/traces/<cell>/`; multi-process
+methods write one trace per rank there (`rank{r}.*.pt.trace.json`), each
+covering the whole profiled run (their training loop has no step hook, so
+those traces have no `ProfilerStep#N` marks).
+"""
+from __future__ import annotations
+
+import copy
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
+
+from .execution import DeviceSet, RunRecord, run_pipelined, run_sequential
+from .execution.processes import record_from_ranks, run_ranks
+from .profile_schedule import ProfileSchedule
+from .trace_events import load_trace_dir
+from .trace_metrics import TraceSummary, stage_lanes, summarize_trace
+
+__all__ = ["ProfileResult", "ProfileSchedule", "profile_cell", "profiler_slowdown", "trace_dir_name", "profiled_rank",
+           "cell_trace_dir", "fill_profile_columns"]
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    trace_dir: Path
+    profiled_step_median_s: float
+    summary: TraceSummary
+    threads: int  # distinct threads that ran a labelled phase
+
+
+def trace_dir_name(label: str, cell_id: str) -> str:
+    """A folder name for a cell's traces: readable (its label) and unique (its id).
+
+    TensorBoard's profiler plugin lists every folder holding traces as a run,
+    so this is the name that appears in its run list.
+    """
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", label).strip("_") + "_" + cell_id[:8]
+
+
+def _activities(devices: DeviceSet) -> list[ProfilerActivity]:
+    return [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if devices.kind == "cuda" else [])
+
+
+def _all_threads() -> torch._C._profiler._ExperimentalConfig:
+    # Without it only the thread that started the profiler is recorded (LIBRARIES.md).
+    return torch._C._profiler._ExperimentalConfig(profile_all_threads=True)
+
+
+def profiled_rank(rank: int, world: int, device: torch.device, inner: Callable, trace_dir: str,
+                  cuda: bool, *args):
+    """A multi-process rank's job run under the profiler, its trace written as `rank{r}`."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities, experimental_config=_all_threads(),
+                 on_trace_ready=tensorboard_trace_handler(trace_dir, worker_name=f"rank{rank}")):
+        return inner(rank, world, device, *args)
+
+
+def _median_gap(record: RunRecord, indices: range) -> float:
+    gaps = []
+    for i in indices:
+        previous = record.completion_times[i - 1] if i > 0 else record.start_time
+        gaps.append(record.completion_times[i] - previous)
+    return statistics.median(gaps)
+
+
+def _run_profiled(method, devices: DeviceSet, balance: Sequence[int], batches: Sequence, plan: ProfileSchedule,
+                  trace_dir: Path, queue_depth: int, timeout_s: float) -> RunRecord:
+    """The cell's executor once more, under the profiler; `prof.step()` as each batch completes."""
+    if method.execution == "processes":
+        fn, args = method.rank_job(batches, balance, 0)
+        results = run_ranks(profiled_rank, devices, (fn, str(trace_dir), devices.kind == "cuda", *args),
+                            timeout_s=timeout_s)
+        return record_from_ranks(results, 0)
+    prof = profile(
+        activities=_activities(devices),
+        schedule=schedule(wait=plan.wait, warmup=plan.warmup, active=plan.active, repeat=1),
+        on_trace_ready=tensorboard_trace_handler(str(trace_dir), worker_name="cell"),
+        experimental_config=_all_threads(),
+    )
+    with prof:
+        step = lambda i: prof.step()  # noqa: E731 - the executors call it in this thread
+        if method.decoupled and devices.count > 1:
+            return run_pipelined(method.stage_steps(), balance, devices, batches, 0, queue_depth, on_batch_done=step)
+        return run_sequential(method, batches, devices, 0, on_batch_done=step)
+
+
+def profile_cell(method, devices: DeviceSet, balance: Sequence[int], batches: Sequence, plan: ProfileSchedule,
+                 trace_dir: Path, queue_depth: int = 2, timeout_s: float = 900.0) -> ProfileResult:
+    """Train a copy of `method` on `batches` under the profiler; trace to `trace_dir`, summary back.
+
+    A copy, so the profiled updates never change the trained model (the cell's
+    accuracy is the same with profiling on or off).
+    """
+    trace_dir = Path(trace_dir)
+    trace_dir.mkdir(parents=True, exist_ok=True)
+    if len(batches) < plan.recorded_steps:
+        raise ValueError(f"profiling needs {plan.recorded_steps} batches, got {len(batches)}")
+    trial = copy.deepcopy(method) if method.execution != "processes" else method  # ranks train pickled copies
+    before = {p.name for p in trace_dir.iterdir()}
+    record = _run_profiled(trial, devices, balance, batches, plan, trace_dir, queue_depth, timeout_s)
+    new = [trace_dir / n for n in sorted({p.name for p in trace_dir.iterdir()} - before)]
+    trace = load_trace_dir(trace_dir, files=[f for f in new if ".pt.trace.json" in f.name])
+    median = _median_gap(record, plan.active_indices())
+    # a rank's labels name no model stage (the rank is the lane); staged labels map to their device
+    lanes = None if method.execution == "processes" else stage_lanes(balance)
+    summary = summarize_trace(trace, lanes=lanes)
+    return ProfileResult(trace_dir, median, summary, len(trace.threads))
+
+
+def profiler_slowdown(result: ProfileResult, timed_median_s: float) -> Optional[float]:
+    """Profiled median step / timed median step (1.0 = the profiler cost nothing)."""
+    return result.profiled_step_median_s / timed_median_s if timed_median_s > 0 else None
+
+
+def cell_trace_dir(results_dir: Optional[Path], grid: str, label: str, cell_id: str) -> Path:
+    """`<results>/traces/<cell>/`; without a results folder, the grid's default `results/<grid>`."""
+    root = Path(results_dir) if results_dir else Path(__file__).resolve().parent.parent / "results" / grid
+    return root / "traces" / trace_dir_name(label, cell_id)
+
+
+def fill_profile_columns(row, result: ProfileResult, timed_median_s: float, results_dir: Optional[Path]) -> None:
+    """Write the profiling columns of a result row (bench/schema.py)."""
+    root = Path(results_dir) if results_dir else None
+    try:
+        row.trace_dir = str(result.trace_dir.relative_to(root)) if root else str(result.trace_dir)
+    except ValueError:  # traces outside the results folder: keep the absolute path
+        row.trace_dir = str(result.trace_dir)
+    row.profiled_step_median_s = result.profiled_step_median_s
+    row.profiler_slowdown = profiler_slowdown(result, timed_median_s)
+    row.trace_span_s = result.summary.span_s
+    row.trace_stage_busy_s = result.summary.stage_busy_s
+    row.bubble_fraction = result.summary.bubble_fraction
+    row.overlap_fraction = result.summary.overlap_fraction

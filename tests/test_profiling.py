@@ -1,0 +1,152 @@
+"""Profiling: traces of every stage thread, metrics against hand-made traces, timelines and figures."""
+import dataclasses
+import gzip
+import json
+
+import pytest
+
+from bench.cell import run_cell
+from bench.figures import write_figures
+from bench.grid import Cell, CellSettings, GridError, load_grid
+from bench.profile_schedule import ProfileSchedule
+from bench.results_store import append_rows, read_results
+from bench.timeline import TimelinePanel, save_figure, timeline_figure
+from bench.trace_events import find_trace_files, load_trace, load_trace_dir
+from bench.trace_metrics import stage_lanes, summarize_trace
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _event(name, ts, dur, tid=1, cat="user_annotation", pid=7):
+    return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur, "pid": pid, "tid": tid}
+
+
+def _write_trace(path, events, base_ns=0, gz=False):
+    blob = json.dumps({"baseTimeNanoseconds": base_ns, "traceEvents": events})
+    if gz:
+        with gzip.open(path, "wt") as f:
+            f.write(blob)
+    else:
+        path.write_text(blob)
+    return path
+
+
+def _pipeline_trace(tmp_path, gz=False):
+    """Step window [1000, 1100] µs. Stage 0: [1000, 1060]; stage 1: [1025, 1080] + [1090, 1100] (clipped)."""
+    events = [
+        _event("ProfilerStep#3", 1000, 100, tid=0),
+        _event("stage0/forward", 900, 50, tid=1),  # before the window: not counted
+        _event("stage0/forward", 1000, 40, tid=1),
+        _event("stage0/backward", 1040, 20, tid=1),
+        _event("copy stage0->stage1", 1025, 5, tid=2),
+        _event("stage1/forward", 1030, 50, tid=2),
+        _event("stage1/step", 1090, 20, tid=2),  # runs past the window's end
+        _event("aten::addmm", 1000, 100, tid=1, cat="cpu_op"),  # not a phase label
+    ]
+    name = "cell.1.pt.trace.json" + (".gz" if gz else "")
+    return _write_trace(tmp_path / name, events, gz=gz)
+
+
+def test_hand_made_trace_fractions(tmp_path):
+    trace = load_trace(_pipeline_trace(tmp_path))
+    assert [s.number for s in trace.steps] == [3]
+    assert {e.phase for e in trace.phases} == {"FW", "BW", "UP", "COPY"}
+    two_devices = summarize_trace(trace)  # each stage its own device
+    assert two_devices.span_s == pytest.approx(100e-6, abs=1e-15)
+    assert two_devices.stage_busy_s == pytest.approx([60e-6, 65e-6], abs=1e-15)
+    assert two_devices.bubble_fraction == pytest.approx(1 - 125 / 200, abs=1e-12)
+    assert two_devices.overlap_fraction == pytest.approx(35 / 100, abs=1e-12)  # both busy in [1025, 1060]
+    one_device = summarize_trace(trace, lanes=[0, 0])  # both stages share a device: no overlap possible
+    assert one_device.lane_busy_s == pytest.approx([90e-6], abs=1e-15)
+    assert one_device.bubble_fraction == pytest.approx(0.1, abs=1e-12)
+    assert one_device.overlap_fraction == 0.0
+
+
+def test_gzip_trace_reads_the_same(tmp_path):
+    plain = summarize_trace(load_trace(_pipeline_trace(tmp_path)))
+    gz = summarize_trace(load_trace(_pipeline_trace(tmp_path, gz=True)))
+    assert plain == gz
+
+
+def test_unstaged_backward_counts_as_one_device(tmp_path):
+    """BP: the backward is one autograd call through every stage; only one device works at a time."""
+    events = [
+        _event("ProfilerStep#0", 0, 100), _event("stage0/forward", 0, 20), _event("stage1/forward", 20, 20),
+        _event("bp/backward", 40, 50), _event("bp/step", 90, 10),
+    ]
+    trace = load_trace(_write_trace(tmp_path / "cell.2.pt.trace.json", events))
+    summary = summarize_trace(trace, lanes=stage_lanes([1, 1]))
+    assert summary.bubble_fraction == pytest.approx(1 - 100 / 200, abs=1e-12)
+    assert summary.overlap_fraction == 0.0
+
+
+def test_ranks_align_on_base_time(tmp_path):
+    """Per-rank traces (multi-process methods) share a clock through baseTimeNanoseconds."""
+    _write_trace(tmp_path / "rank0.1.pt.trace.json", [_event("Forward 0", 0, 50)], base_ns=0)
+    _write_trace(tmp_path / "rank1.1.pt.trace.json", [_event("Forward 0", 0, 50)], base_ns=20_000)  # 20 µs later
+    trace = load_trace_dir(tmp_path)
+    assert sorted(e.stage for e in trace.phases) == [0, 1]
+    summary = summarize_trace(trace)
+    assert summary.span_s == pytest.approx(70e-6, abs=1e-15)
+    assert summary.overlap_fraction == pytest.approx(30 / 70, abs=1e-12)
+    assert summary.bubble_fraction == pytest.approx(1 - 100 / 140, abs=1e-12)
+
+
+def test_profile_setting_is_checked(tmp_path):
+    base = "axes: {method: [bp], model: [convnet], dataset: [cifar10@synthetic], batch_size: [8], devices: [1]}\n"
+    for bad in ("{wait: 0, active: 0}", "{warmup: 1, active: 1, repeat: 2}", "{active: -1}", "yes"):
+        path = tmp_path / "g.yaml"
+        path.write_text(base + f"settings: {{profile: {bad}}}\n")
+        with pytest.raises(GridError, match="profile"):
+            load_grid(str(path))
+    assert ProfileSchedule.from_setting({"wait": 1, "warmup": 1, "active": 2}).active_indices() == range(2, 4)
+
+
+def test_profiling_off_keeps_cell_ids():
+    """A grid without `profile` keeps the ids (and resumability) it had before the setting existed."""
+    cell = Cell("g", "bp", "convnet", "cifar10@synthetic", 8, 1, 0, CellSettings())
+    assert "profile" not in cell.identity()["settings"]
+    on = dataclasses.replace(cell, settings=CellSettings(profile={"active": 1}))
+    assert on.cell_id != cell.cell_id
+
+
+def _scpl_cell(profile):
+    settings = CellSettings(warmup_steps=1, steps=2, eval_batches=1, eval_batch_size=32, balance="even",
+                            profile=profile)
+    return Cell("prof", "scpl", "convnet", "cifar10@synthetic", 8, 2, 0, settings)
+
+
+def test_profiled_scpl_cell(tmp_path):
+    """SCPL on 2 CPU devices: a trace from both stage workers with every phase, a timeline, and unchanged numbers."""
+    # two active steps: a window of one step may cut a fast stage's iteration in two
+    row = run_cell(_scpl_cell({"wait": 0, "warmup": 1, "active": 2}), results_dir=tmp_path)
+    assert row.status == "ok"
+    assert row.trace_dir.startswith("traces/")
+    files = find_trace_files(tmp_path / row.trace_dir)
+    assert len(files) == 1
+    trace = load_trace_dir(tmp_path / row.trace_dir)
+    lanes = stage_lanes(row.balance)
+    tids = {d: {e.tid for e in trace.phases if e.stage is not None and lanes[e.stage] == d} for d in (0, 1)}
+    assert tids[0] and tids[1] and not tids[0] & tids[1]  # each device's stages ran in their own thread
+    for stage in range(len(lanes)):
+        assert {e.phase for e in trace.phases if e.stage == stage} >= {"FW", "LOSS", "BW", "UP"}
+    assert any(e.phase == "COPY" for e in trace.phases)
+    assert len(row.trace_stage_busy_s) == len(lanes) and min(row.trace_stage_busy_s) > 0
+    assert 0.0 <= row.bubble_fraction < 1.0
+    assert row.overlap_fraction > 0.0  # the two stage workers were busy at the same time
+    assert row.profiler_slowdown > 0 and row.profiled_step_median_s > 0
+    assert len(row.step_times_s) == 2  # the timed steps are the timed steps only
+
+    stem = tmp_path / "timeline"
+    png, svg = save_figure(timeline_figure([TimelinePanel("SCPL, 2 devices", trace, lanes)]), stem)
+    assert png.read_bytes()[:8] == PNG_MAGIC and svg.read_text().lstrip().startswith("<?xml")
+
+    append_rows(tmp_path, [row])
+    written = write_figures(tmp_path, read_results(tmp_path), out_dir=tmp_path / "plots")
+    names = {p.name for p in written}
+    assert {"timeline_convnet_cifar10-synthetic_b8.png", "epoch_time_convnet_cifar10-synthetic.png"} <= names
+
+    plain = run_cell(_scpl_cell(None), results_dir=tmp_path / "off")
+    assert plain.trace_dir is None and plain.bubble_fraction is None
+    assert plain.final_train_loss == row.final_train_loss  # profiling trains a copy, after evaluation
+    assert plain.test_acc == row.test_acc

@@ -1,0 +1,64 @@
+"""TensorBoard round trip: the profiler plugin lists every profiled cell of a results folder."""
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from bench.cell import run_cell
+from bench.grid import Cell, CellSettings
+
+STARTUP_TIMEOUT_S = 60.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get_json(url: str):
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read().decode())
+
+
+def test_profiler_plugin_lists_every_profiled_cell(tmp_path):
+    settings = CellSettings(warmup_steps=1, steps=1, eval_batches=1, eval_batch_size=32, balance="even",
+                            profile={"wait": 0, "warmup": 1, "active": 1})
+    expected = set()
+    for method, devices in (("bp", 1), ("scpl", 2)):
+        row = run_cell(Cell("tb", method, "convnet", "cifar10@synthetic", 8, devices, 0, settings),
+                       results_dir=tmp_path)
+        assert row.status == "ok", row.error
+        expected.add(row.trace_dir.split("/", 1)[1])  # the run name is the cell's folder under traces/
+
+    port = _free_port()
+    log = open(tmp_path / "tensorboard.log", "w")  # a file, not a pipe: a full pipe would block the server
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path / "traces"),
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=log,
+    )
+    runs, last_error = None, None
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"tensorboard exited with {proc.returncode}: {(tmp_path / 'tensorboard.log').read_text()[-2000:]}")
+            try:
+                runs = _get_json(f"http://127.0.0.1:{port}/data/plugin/pytorch_profiler/runs")
+                if expected <= set(runs["runs"]) and not runs["loading"]:
+                    break  # the plugin loads runs in a background thread: poll until all are in
+            except (urllib.error.URLError, ConnectionError, json.JSONDecodeError) as exc:
+                last_error = exc
+            time.sleep(1.0)
+        plugins = _get_json(f"http://127.0.0.1:{port}/data/plugins_listing")
+    finally:
+        proc.kill()  # only the process this test started
+        proc.wait(timeout=10)
+        log.close()
+    assert "pytorch_profiler" in plugins
+    assert runs is not None, f"the plugin never answered: {last_error}"
+    assert expected <= set(runs["runs"]), f"runs listed {runs['runs']}, expected {sorted(expected)}"
