@@ -63,6 +63,8 @@ class CellSettings:
     augment: str = "none"
     balance: Union[str, list] = "auto"  # "auto" (by measured stage time) | "even" | [stages per device]
     device_kind: str = "auto"
+    # intra-op threads of each device's worker; null = the cores divided by the grid's largest
+    # device count (at least 1), so a "device" is the same resource in every cell of a grid
     threads_per_device: Optional[int] = None
     queue_depth: int = 2
     timeout_s: float = 900.0
@@ -177,6 +179,25 @@ def _matches(values: dict, rule: dict) -> bool:
     return all(values.get(k) == v for k, v in rule.items())
 
 
+def _same_size_devices(combos: list[tuple[dict, CellSettings]]) -> list[tuple[dict, CellSettings]]:
+    """Fill `threads_per_device: null` with cores // the grid's largest device count.
+
+    Why: on CPU a device is a share of the cores.  If 1-device cells took every
+    core and 2-device cells half each, "speedup on 2 devices" would compare equal
+    hardware in one column and double hardware in none; fixing the share per grid
+    keeps the paper's meaning (N devices = N times the hardware of one), and the
+    resource-matched rivals (BP on N threads, DDP) are grid cells of their own.
+    """
+    from .execution.devices import available_cores
+
+    if not combos:
+        return combos
+    largest = max(int(c["devices"]) if isinstance(c["devices"], int) else 1 for c, _ in combos)
+    share = max(1, available_cores() // max(largest, 1))
+    return [(c, s if s.threads_per_device is not None else dataclasses.replace(s, threads_per_device=share))
+            for c, s in combos]
+
+
 def load_grid(name_or_path: str) -> Grid:
     """Read, expand and validate a grid; raises GridError with a one-line message."""
     path = resolve_grid_path(name_or_path)
@@ -214,6 +235,7 @@ def load_grid(name_or_path: str) -> Grid:
         rule_settings = CellSettings.from_mapping({**(raw.get("settings") or {}), **extra},
                                                   f"{path.name}: include") if extra else settings
         combos.append(({a: rule.get(a, axes[a][0]) for a in AXES}, rule_settings))
+    combos = _same_size_devices(combos)
     cells, seen = [], set()
     for combo, cell_settings in combos:
         cell = Cell(grid=name, settings=cell_settings, **combo)

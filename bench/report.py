@@ -126,7 +126,9 @@ def _caption(frame: pd.DataFrame, model: str, dataset: str) -> str:
         parts.append("SYNTHETIC data (a twin with the real dataset's shapes, not the real dataset).")
     if "extrapolated" in epoch_kinds:
         parts.append(f"Epoch times EXTRAPOLATED from median step time over {steps} timed steps x steps per epoch.")
-    parts.append(f"Devices: {', '.join(devices) or 'n/a'}; mean over {frame['trial'].nunique()} trial(s).")
+    threads = "/".join(str(int(n)) for n in sorted(frame["threads_per_device"].dropna().unique()))
+    parts.append(f"Devices: {', '.join(devices) or 'n/a'} ({threads or '?'} intra-op thread(s) per device); "
+                 f"mean over {frame['trial'].nunique()} trial(s).")
     if frame["oversubscribed"].fillna(False).any():
         parts.append("Some cells used more threads than cores (oversubscribed).")
     return " ".join(parts)

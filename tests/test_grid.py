@@ -118,3 +118,12 @@ def test_missing_real_dataset_stops_before_any_cell(tmp_path):
     line = proc.stderr.strip()
     assert "\n" not in line and "cifar-10-batches-py/data_batch_1" in line and "cifar-10-python.tar.gz" in line
     assert not results.exists()
+
+
+def test_a_device_is_the_same_share_of_cores_in_every_cell(tmp_path):
+    from bench.execution.devices import available_cores
+
+    grid = load_grid(_write(tmp_path, BASE))  # devices [1, 2]
+    assert {c.settings.threads_per_device for c in grid.cells} == {max(1, available_cores() // 2)}
+    pinned = load_grid(_write(tmp_path, BASE + "  threads_per_device: 3\n"))
+    assert {c.settings.threads_per_device for c in pinned.cells} == {3}
