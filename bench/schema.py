@@ -42,7 +42,7 @@ class ResultRow:
     cores: Optional[int] = None
     oversubscribed: Optional[bool] = None
     balance: list[int] = field(default_factory=list)
-    stage_costs_s: list[float] = field(default_factory=list)  # profiled to choose the balance
+    stage_costs_s: list[float] = field(default_factory=list)  # profiled (on <= 64 samples) to choose the balance
     # timing
     warmup_steps: Optional[int] = None
     timed_steps: Optional[int] = None
