@@ -163,7 +163,8 @@ def run_cell(cell: Cell, data_root: Optional[str] = None, results_dir: Optional[
         record = run_sequential(method, timed, devices, s.warmup_steps)
     stats = step_stats(record)
     peak, per_device, mem_kind = peak_memory(devices)
-    train_mem = training_memory_bytes(method, timed[0])  # after the peak is read: it allocates
+    # after the peak is read (it allocates); one extra, untimed step on a copy
+    train_mem = training_memory_bytes(method, timed[0]) if s.count_train_memory else []
     acc, eval_samples = accuracy(method, eval_batches)
     curve.add(s.train_steps + s.warmup_steps + s.steps, acc,
               accuracy(method, val_batches)[0] if val_batches else None)
@@ -207,7 +208,7 @@ def run_cell(cell: Cell, data_root: Optional[str] = None, results_dir: Optional[
     row.peak_mem_per_device = per_device
     row.peak_mem_kind = mem_kind
     row.train_mem_bytes = train_mem
-    row.train_mem_max_bytes = max(train_mem)
+    row.train_mem_max_bytes = max(train_mem) if train_mem else None
     if s.profile is not None:  # after evaluation, on a copy: neither timings nor accuracy see the profiler
         from .profiling import ProfileSchedule, cell_trace_dir, fill_profile_columns, profile_cell
 

@@ -75,6 +75,7 @@ class CellSettings:
     val_fraction: float = 0.1
     noise_rate: float = 0.0
     glove: bool = False
+    count_train_memory: bool = True  # train_mem_bytes: one extra untimed step on a copy (bench/training_memory.py)
     data_workers: int = 0  # DataLoader workers preparing batches (before timing; pinned memory with CUDA)
     eval_points: int = 1  # evaluations (val + test) spread over training; >1 enables model selection
     # {wait, warmup, active}: extra profiled steps after the timed ones (docs/PROFILING.md); None = off
