@@ -83,7 +83,11 @@ def run_cell_subprocess(cell: Cell, data_root: Optional[str], workdir: Path,
         data = json.loads(row_file.read_text())
         return ResultRow(**data)
     tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-1:] or ["no output"]
-    return failed_row(cell, "failed", f"cell process exited with {proc.returncode}: {tail[0]}",
+    why = ""
+    if proc.returncode == -9:  # SIGKILL from outside: on Linux almost always the out-of-memory killer
+        why = (" (killed by SIGKILL, usually the kernel's out-of-memory killer: "
+               "use a smaller batch_size or model, or a machine with more memory)")
+    return failed_row(cell, "failed", f"cell process exited with {proc.returncode}{why}: {tail[0]}",
                       time.perf_counter() - start)
 
 
