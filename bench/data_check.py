@@ -16,6 +16,7 @@ __all__ = ["check_data_files"]
 def check_data_files(cells: Iterable[Cell], data_root: Optional[str]) -> None:
     """Raise GridError naming the first missing file of a real dataset or GloVe."""
     from data import DatasetFileError, data_root as resolve_root, get_spec, glove_path
+    from data.glove import require_glove
     from data.sources import require_files, source_for
 
     root = resolve_root(data_root)
@@ -33,11 +34,7 @@ def check_data_files(cells: Iterable[Cell], data_root: Optional[str]) -> None:
             checked.add(name)
             try:
                 if name == "glove":
-                    path = glove_path(data_root)
-                    if not path.is_file():
-                        raise GridError(f"cell {cell.label}: glove: missing {path}; get glove.6B.zip from "
-                                        "https://nlp.stanford.edu/data/glove.6B.zip and unpack glove.6B.300d.txt "
-                                        f"there (data root {root}: --data-root or $SCPLBENCH_DATA)")
+                    require_glove(glove_path(data_root))
                 else:
                     require_files(source_for(name), root)
             except DatasetFileError as exc:

@@ -82,10 +82,12 @@ def validate_cell(cell: Cell, where: str) -> None:
         raise GridError(f"{label}: device_kind {s.device_kind!r} unknown; choose one of {DEVICE_KINDS}")
     if s.steps < 1 or s.warmup_steps < 1:
         raise GridError(f"{label}: steps and warmup_steps must be >= 1 (warm-up is never timed)")
-    if not 0.0 <= s.val_fraction < 1.0:
-        raise GridError(f"{label}: val_fraction must be in [0, 1), got {s.val_fraction!r}")
-    if not 0.0 <= s.noise_rate <= 1.0:
-        raise GridError(f"{label}: noise_rate must be in [0, 1], got {s.noise_rate!r}")
+    from data.loading import check_split_options
+
+    try:
+        check_split_options(s.val_fraction, s.noise_rate)
+    except ValueError as exc:
+        raise GridError(f"{label}: {exc}") from None
     if s.glove and spec.modality != "text":
         raise GridError(f"{label}: glove: true needs a text dataset; {cell.dataset!r} is {spec.modality}")
     if not isinstance(s.data_workers, int) or s.data_workers < 0:

@@ -18,7 +18,7 @@ from .counter_rng import item_keys, normal, stream_id
 from .errors import DatasetFileError, DatasetFormatError
 from .sources import data_root
 
-__all__ = ["GLOVE_URL", "GLOVE_RELATIVE_PATH", "glove_path", "load_glove"]
+__all__ = ["GLOVE_URL", "GLOVE_RELATIVE_PATH", "glove_path", "require_glove", "load_glove"]
 
 GLOVE_URL = "https://nlp.stanford.edu/data/glove.6B.zip"
 GLOVE_RELATIVE_PATH = "glove/glove.6B.300d.txt"
@@ -28,6 +28,15 @@ RANDOM_STD = 0.3
 def glove_path(root: Optional[Union[str, os.PathLike]] = None) -> Path:
     """`<data root>/glove/glove.6B.300d.txt`."""
     return data_root(root) / GLOVE_RELATIVE_PATH
+
+
+def require_glove(path: Union[str, os.PathLike]) -> Path:
+    """`path` if the GloVe file is there, else a `DatasetFileError` naming it and the download."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetFileError(f"glove: missing: {path} ; get glove.6B.zip from {GLOVE_URL} and unpack "
+                               f"glove.6B.300d.txt to <data root>/{GLOVE_RELATIVE_PATH}")
+    return path
 
 
 def load_glove(path: Union[str, os.PathLike], vocab: Union[Sequence[str], Mapping[str, int]], *,
@@ -40,10 +49,7 @@ def load_glove(path: Union[str, os.PathLike], vocab: Union[Sequence[str], Mappin
     `coverage` = fraction of the vocabulary's words (ids >= 2) found in GloVe.
     D is read from the file (300 for glove.6B.300d).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetFileError(f"glove: missing: {path} ; get glove.6B.zip from {GLOVE_URL} and unpack "
-                               f"glove.6B.300d.txt to <data root>/{GLOVE_RELATIVE_PATH}")
+    path = require_glove(path)
     ids = dict(vocab) if isinstance(vocab, Mapping) else {word: i for i, word in enumerate(vocab)}
     size = max(max(ids.values(), default=-1) + 1, rows or 0)
     found: dict[int, list[float]] = {}

@@ -22,7 +22,7 @@ from .synthetic import SyntheticText, SyntheticVision, synthetic_vocab
 from .text_files import TextArrays
 from .vision_files import VisionArrays
 
-__all__ = ["AUGMENTS", "load_dataset", "read_real", "text_vocab"]
+__all__ = ["AUGMENTS", "load_dataset", "read_real", "text_vocab", "check_split_options"]
 
 AUGMENTS = ("none", "basic")
 PathLike = Union[str, os.PathLike]
@@ -64,11 +64,16 @@ def _check(name: str, split: str, augment: str, val_fraction: float, noise_rate:
     if augment not in AUGMENTS:
         raise ValueError(f"unknown augment {augment!r}; choose one of {list(AUGMENTS)} "
                          "(the two-view 'strong' batch is two_view_batch(x, y, modality))")
+    check_split_options(val_fraction, noise_rate)
+    return spec
+
+
+def check_split_options(val_fraction: float, noise_rate: float) -> None:
+    """ValueError unless the hold-out and noise fractions are usable (also checked for grids)."""
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     if not 0.0 <= noise_rate <= 1.0:
         raise ValueError(f"noise_rate must be in [0, 1], got {noise_rate!r}")
-    return spec
 
 
 def load_dataset(name: str, split: str = "train", root: Optional[PathLike] = None, seed: int = 0,

@@ -127,3 +127,14 @@ def test_a_device_is_the_same_share_of_cores_in_every_cell(tmp_path):
     assert {c.settings.threads_per_device for c in grid.cells} == {max(1, available_cores() // 2)}
     pinned = load_grid(_write(tmp_path, BASE + "  threads_per_device: 3\n"))
     assert {c.settings.threads_per_device for c in pinned.cells} == {3}
+
+
+def test_missing_glove_stops_before_any_cell(tmp_path):
+    grid = _write(tmp_path, BASE.replace("model: [convnet]", "model: [transformer]")
+                  .replace("cifar10@synthetic", "imdb@synthetic").replace("method: [bp, scpl]", "method: [bp]")
+                  .replace("devices: [1, 2]", "devices: [1]") + "  glove: true\n")
+    proc = subprocess.run([sys.executable, "run_matrix.py", "--grid", str(grid), "--data-root", str(tmp_path / "none"),
+                           "--results", str(tmp_path / "res")], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2
+    line = proc.stderr.strip()
+    assert "\n" not in line and "glove.6B.300d.txt" in line and "glove.6B.zip" in line
