@@ -21,7 +21,7 @@ test: setup
 	$(PY) -m pytest -q tests
 
 bench: setup
-	$(PY) -m bench.perf
+	$(PY) -m bench.benchmark
 
 clean:
 	rm -rf results/* plots/*

@@ -29,8 +29,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from bench.grid import GridError, load_grid
-    from bench.data_check import check_data_files
-    from bench.runner import run_grid, select_cells
+    from bench.grid.data_files import check_data_files
+    from bench.run.runner import run_grid, select_cells
 
     try:
         grid = load_grid(args.grid)

@@ -22,7 +22,7 @@ from torch import nn
 from models import StagedModel
 
 from .base import DecoupledMethod, MethodConfig, StageStep, make_optimizer
-from .early_exit import ExitsMixin
+from .exits import ExitsMixin
 from .predictors import make_predictor
 from .projectors import make_projector
 from .registry import register_method

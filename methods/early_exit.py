@@ -14,6 +14,7 @@ from torch import nn
 
 from models import StagedModel
 
+from .exits import ExitsMixin
 from .base import DecoupledMethod, MethodConfig, StageStep, make_optimizer
 from .predictors import make_predictor
 from .registry import register_method
@@ -31,14 +32,6 @@ class ExitObjective(nn.Module):
 
     def forward(self, out, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.classifier(self.reducer(out)), y)
-
-
-class ExitsMixin:
-    """Methods with a classifier after every stage; `bench.evaluation` scores each exit."""
-
-    def exit_classifiers(self) -> list[nn.Module]:
-        """Exit k's classifier, applied to stage k's reduced output (the last is the head)."""
-        raise NotImplementedError
 
 
 @register_method("early_exit")
@@ -60,7 +53,6 @@ class EarlyExit(ExitsMixin, DecoupledMethod):
 
     def exit_classifiers(self) -> list[nn.Module]:
         return list(self.classifiers) + [self.model.head]
-
 
     def affiliated_modules(self) -> list[nn.Module]:
         return [self.classifiers]

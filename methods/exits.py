@@ -10,10 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-__all__ = ["ExitPolicy", "choose_exits", "parse_policy", "DEFAULT_POLICIES"]
+__all__ = ["ExitsMixin", "ExitPolicy", "choose_exits", "parse_policy", "DEFAULT_POLICIES"]
 
 DEFAULT_POLICIES = ("confidence:0.9", "confidence:0.99", "entropy:0.5", "entropy:0.1")
+
+
+class ExitsMixin:
+    """Methods with a classifier after every stage; `bench.cell.evaluation` scores each exit."""
+
+    def exit_classifiers(self) -> list[nn.Module]:
+        """Exit k's classifier, applied to stage k's reduced output (the last is the head)."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)

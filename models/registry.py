@@ -1,7 +1,7 @@
 """Models by name: `@register_model` on a factory, `create_model("vgg8", num_classes=10)`.
 
 Why a registry (as in timm): the grid names models as strings, and adding a
-model must touch only its own file, so there is no if/elif chain from names to
+model is one new file in `models/` (the package imports every module in it), so there is no if/elif chain from names to
 classes anywhere.  Every factory returns a `StagedModel`.
 """
 from __future__ import annotations

@@ -11,8 +11,8 @@ two-view batch) is *run*.  Run the full matrix by hand with:
 import pytest
 
 from bench.grid import GridError, load_grid
-from bench.results_store import read_results
-from bench.runner import run_grid
+from bench.store.parquet import read_results
+from bench.run.runner import run_grid
 
 METHODS = ["bp", "gpipe", "gpipe_dist", "ddp", "early_exit", "al", "scpl", "dascpl", "scpl_gpipe"]
 

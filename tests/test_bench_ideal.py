@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench.perf import CONFIGS, _pipeline_ideal, gpipe_ideal
+from bench.benchmark.ratios import CONFIGS, _pipeline_ideal, gpipe_ideal
 
 
 def test_pipeline_ideal_is_total_work_over_busiest_device():
@@ -19,7 +19,7 @@ def test_gpipe_ideal_is_balance_ideal_times_bubble_factor():
 
 
 def test_benchmark_cells_validate():
-    from bench.validation import validate_cell
+    from bench.grid.feasibility import validate_cell
 
     for name, cell in CONFIGS.items():
         validate_cell(cell, name)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from bench.evaluation import evaluate_exits
+from bench.cell.evaluation import evaluate_exits
 from methods import MethodConfig, create_method
 from methods.exits import choose_exits, parse_policy
 from models import create_model

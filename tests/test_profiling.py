@@ -5,14 +5,14 @@ import json
 
 import pytest
 
-from bench.cell import run_cell
-from bench.figures import write_figures
+from bench.cell.run import run_cell
+from bench.report.figures import write_figures
 from bench.grid import Cell, CellSettings, GridError, load_grid
-from bench.profile_schedule import ProfileSchedule
-from bench.results_store import append_rows, read_results
-from bench.timeline import TimelinePanel, save_figure, timeline_figure
-from bench.trace_events import find_trace_files, load_trace, load_trace_dir
-from bench.trace_metrics import stage_lanes, summarize_trace
+from bench.profiling.schedule import ProfileSchedule
+from bench.store.parquet import append_rows, read_results
+from bench.report.timeline import TimelinePanel, save_figure, timeline_figure
+from bench.profiling.trace_events import find_trace_files, load_trace, load_trace_dir
+from bench.profiling.trace_metrics import stage_lanes, summarize_trace
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -4,9 +4,9 @@ import sys
 
 import pandas as pd
 
-from bench.report import speedup_table, write_report
-from bench.results_store import append_rows, read_results
-from bench.schema import ResultRow
+from bench.report.write import speedup_table, write_report
+from bench.store.parquet import append_rows, read_results
+from bench.store.row import ResultRow
 from tests.conftest import ROOT
 
 
@@ -51,16 +51,16 @@ def test_report_files_caption_and_cli(tmp_path):
     csv = pd.read_csv(tmp_path / "speedup_vgg8_cifar10-synthetic.csv", index_col=0)
     assert csv.loc["scpl (2 devices)", "batch 64"] == "2.00x"
     assert "50.00 ± 0.00 (n=2)" in (tmp_path / "accuracy.md").read_text()
-    proc = subprocess.run([sys.executable, "-m", "bench.report", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "bench.report.write", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0 and "1.75x" in proc.stdout
-    bad = subprocess.run([sys.executable, "-m", "bench.report", str(tmp_path / "nope")], cwd=ROOT, capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-m", "bench.report.write", str(tmp_path / "nope")], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "run_matrix.py" in bad.stderr
 
 
 def test_variants_of_one_method_get_their_own_rows():
     import json
 
-    from bench.variants import label_variants
+    from bench.report.variants import label_variants
 
     def settings(**kw):
         return json.dumps({"lr": 0.001, "seed": 0, "method_options": kw.pop("opts", {}), **kw})

@@ -9,9 +9,9 @@ import time
 import pandas as pd
 
 from bench.grid import load_grid
-from bench.results_store import read_results
-from bench.runner import run_grid
-from bench.schema import ARROW_SCHEMA
+from bench.store.parquet import read_results
+from bench.run.runner import run_grid
+from bench.store.row import ARROW_SCHEMA
 from tests.conftest import ROOT
 
 

@@ -1,10 +1,10 @@
 """Model selection: evaluation points, validation-selected vs best test accuracy, data settings in a cell."""
 import pytest
 
-from bench.cell import run_cell
+from bench.cell.run import run_cell
 from bench.grid import Cell, CellSettings, GridError
-from bench.selection import SelectionCurve, segment_lengths
-from bench.validation import validate_cell
+from bench.cell.model_selection import SelectionCurve, segment_lengths
+from bench.grid.feasibility import validate_cell
 
 
 def test_segments_cover_every_untimed_step():
@@ -87,7 +87,7 @@ def test_glove_missing_file_names_path_and_fix(tmp_path):
 def test_worker_loaded_batches_equal_main_process_batches():
     import torch
 
-    from bench.cell import prepare_batches
+    from data.prepared import prepare_batches
     from data import get_spec, load_dataset
 
     spec = get_spec("cifar10@synthetic")

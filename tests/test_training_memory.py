@@ -2,8 +2,8 @@
 import torch
 from torch import nn
 
-from bench.training_memory import SavedTensorBytes, static_bytes, training_memory_bytes
-from bench.validation import build_model
+from bench.cell.training_memory import SavedTensorBytes, static_bytes, training_memory_bytes
+from models.build import build_model
 from data import get_spec
 from methods import MethodConfig, create_method
 

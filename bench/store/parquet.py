@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .schema import ARROW_SCHEMA, ResultRow
+from bench.store.row import ARROW_SCHEMA, ResultRow
 
 __all__ = ["results_path", "append_rows", "read_results", "finished_cell_ids"]
 

@@ -1,6 +1,8 @@
 """From raw timestamps to the numbers a table reports, plus memory and provenance."""
 from __future__ import annotations
 
+from bench import REPO_ROOT
+
 import platform
 import resource
 import socket
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .execution.record import RunRecord
+from bench.execution.record import RunRecord
 
 __all__ = ["StepStats", "step_stats", "peak_memory", "provenance"]
 
@@ -65,7 +67,7 @@ def peak_memory(devices) -> tuple[int, list[int], str]:
 
 def _git_sha() -> str | None:
     try:
-        root = Path(__file__).resolve().parent.parent
+        root = REPO_ROOT
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):

@@ -20,6 +20,8 @@ the first problem is reported as one line naming the key and the valid choices.
 """
 from __future__ import annotations
 
+from bench import REPO_ROOT
+
 import dataclasses
 import hashlib
 import itertools
@@ -32,7 +34,7 @@ import yaml
 
 __all__ = ["GridError", "CellSettings", "Cell", "Grid", "load_grid", "resolve_grid_path", "GRIDS_DIR", "AXES"]
 
-GRIDS_DIR = Path(__file__).resolve().parent / "grids"
+GRIDS_DIR = REPO_ROOT / "bench" / "grids"
 AXES = ("method", "model", "dataset", "batch_size", "devices", "trial")
 TOP_LEVEL_KEYS = ("name", "description", "axes", "settings", "exclude", "include")
 
@@ -97,7 +99,7 @@ class CellSettings:
             if key not in valid:
                 raise GridError(f"{where}: unknown setting {key!r}; valid settings: {', '.join(valid)}")
         if mapping.get("profile") is not None:
-            from .profile_schedule import ProfileSchedule
+            from bench.profiling.schedule import ProfileSchedule
 
             try:
                 ProfileSchedule.from_setting(mapping["profile"])
@@ -189,7 +191,7 @@ def _same_size_devices(combos: list[tuple[dict, CellSettings]]) -> list[tuple[di
     keeps the paper's meaning (N devices = N times the hardware of one), and the
     resource-matched rivals (BP on N threads, DDP) are grid cells of their own.
     """
-    from .execution.devices import available_cores
+    from bench.execution.devices import available_cores
 
     if not combos:
         return combos
@@ -243,7 +245,7 @@ def load_grid(name_or_path: str) -> Grid:
         if cell.cell_id not in seen:
             seen.add(cell.cell_id)
             cells.append(cell)
-    from .validation import validate_cell  # imports torch and the registries: only when needed
+    from bench.grid.feasibility import validate_cell  # imports torch and the registries: only when needed
 
     for cell in cells:
         validate_cell(cell, path.name)

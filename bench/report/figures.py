@@ -26,13 +26,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .timeline import TimelinePanel, save_figure, timeline_figure  # noqa: E402
-from .trace_events import find_trace_files, load_trace_dir  # noqa: E402
-from .trace_metrics import stage_lanes  # noqa: E402
+from bench.report.timeline import TimelinePanel, save_figure, timeline_figure  # noqa: E402
+from bench.profiling.trace_events import find_trace_files, load_trace_dir  # noqa: E402
+from bench.profiling.trace_metrics import stage_lanes  # noqa: E402
 
 __all__ = ["plots_dir", "with_speedup", "epoch_time_figure", "speedup_figure", "timeline_figures", "write_figures"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from bench import REPO_ROOT  # noqa: E402
 
 
 def plots_dir(results_dir: Path) -> Path:

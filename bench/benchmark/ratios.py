@@ -21,9 +21,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .execution.devices import available_cores
-from .grid import Cell, CellSettings
-from .runner import REPO_ROOT, run_cell_subprocess
+from bench.execution.devices import available_cores
+from bench.grid import Cell, CellSettings
+from bench import REPO_ROOT
+from bench.run.runner import run_cell_subprocess
 
 __all__ = ["main", "CONFIGS"]
 
@@ -56,7 +57,7 @@ BARE = ("vgg8", "cifar10@synthetic", 128)
 def _bare_loop() -> float:
     model, dataset, batch = BARE
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
-    cmd = [sys.executable, "-m", "bench.bare_loop", model, dataset, str(batch),
+    cmd = [sys.executable, "-m", "bench.benchmark.bare_loop", model, dataset, str(batch),
            str(SETTINGS.warmup_steps), str(SETTINGS.steps), "0"]
     out = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["step_time_median_s"]

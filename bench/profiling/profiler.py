@@ -17,6 +17,8 @@ those traces have no `ProfilerStep#N` marks).
 """
 from __future__ import annotations
 
+from bench import REPO_ROOT
+
 import copy
 import re
 import statistics
@@ -27,11 +29,11 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
 
-from .execution import DeviceSet, RunRecord, run_pipelined, run_sequential
-from .execution.processes import record_from_ranks, run_ranks
-from .profile_schedule import ProfileSchedule
-from .trace_events import load_trace_dir
-from .trace_metrics import TraceSummary, stage_lanes, summarize_trace
+from bench.execution import DeviceSet, RunRecord, run_pipelined, run_sequential
+from bench.execution.processes import record_from_ranks, run_ranks
+from bench.profiling.schedule import ProfileSchedule
+from bench.profiling.trace_events import load_trace_dir
+from bench.profiling.trace_metrics import TraceSummary, stage_lanes, summarize_trace
 
 __all__ = ["ProfileResult", "ProfileSchedule", "profile_cell", "profiler_slowdown", "trace_dir_name", "profiled_rank",
            "cell_trace_dir", "fill_profile_columns"]
@@ -131,7 +133,7 @@ def profiler_slowdown(result: ProfileResult, timed_median_s: float) -> Optional[
 
 def cell_trace_dir(results_dir: Optional[Path], grid: str, label: str, cell_id: str) -> Path:
     """`<results>/traces/<cell>/`; without a results folder, the grid's default `results/<grid>`."""
-    root = Path(results_dir) if results_dir else Path(__file__).resolve().parent.parent / "results" / grid
+    root = Path(results_dir) if results_dir else REPO_ROOT / "results" / grid
     return root / "traces" / trace_dir_name(label, cell_id)
 
 

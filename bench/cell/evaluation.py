@@ -21,7 +21,7 @@ __all__ = ["test_batches", "accuracy", "ExitReport", "evaluate_exits"]
 
 def test_batches(dataset, batch_size: int, max_batches: Optional[int]) -> list:
     """The first `max_batches` test batches in order (all of them if None)."""
-    from .cell import fetch_batch
+    from data.prepared import fetch_batch
 
     n = len(dataset)
     limit = n if max_batches is None else min(n, max_batches * batch_size)

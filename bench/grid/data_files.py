@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Iterable, Optional
 
-from .grid import Cell, GridError
+from bench.grid import Cell, GridError
 
 __all__ = ["check_data_files"]
 

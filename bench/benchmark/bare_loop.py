@@ -4,7 +4,7 @@
 model and batches: the difference is the harness's overhead (detach helpers,
 profiler labels, busy-time bookkeeping, loss checks).
 
-    OMP_NUM_THREADS=1 python -m bench.bare_loop MODEL DATASET BATCH WARMUP STEPS SEED
+    OMP_NUM_THREADS=1 python -m bench.benchmark.bare_loop MODEL DATASET BATCH WARMUP STEPS SEED
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ def bare_scpl_step_times(model_name: str, dataset: str, batch_size: int, warmup:
     from methods.losses import supcon_loss
     from methods.projectors import make_projector
 
-    from .cell import prepare_batches
-    from .validation import build_model
+    from data.prepared import prepare_batches
+    from models.build import build_model
 
     torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", "1")))
     torch.manual_seed(seed)

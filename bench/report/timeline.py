@@ -6,7 +6,7 @@ and the copies between devices, one colour each, for one iteration
 traces (BP on N devices, GPipe, SCPL) go into one figure with a shared time
 axis, so the lengths compare directly.
 
-    python -m bench.timeline results/<grid>/traces/<cell> [more cells ...] --out plots/<grid>/timeline
+    python -m bench.report.timeline results/<grid>/traces/<cell> [more cells ...] --out plots/<grid>/timeline
 
 A phase that began before the iteration (a pipeline's previous batch) is drawn
 clipped to the iteration: what is shown is what each device did during it.
@@ -25,7 +25,7 @@ matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from .trace_events import PHASES, Trace, load_trace_dir  # noqa: E402
+from bench.profiling.trace_events import PHASES, Trace, load_trace_dir  # noqa: E402
 
 __all__ = ["PHASE_COLOURS", "TimelinePanel", "draw_timeline", "timeline_figure", "save_figure"]
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results_store import read_results
-from .variants import label_variants
+from bench.store.parquet import read_results
+from bench.report.variants import label_variants
 
 __all__ = ["speedup_table", "accuracy_table", "write_report", "markdown_table"]
 
@@ -181,7 +181,7 @@ def write_report(results_dir: Path) -> str:
     if not failed.empty:
         out.append(f"{len(failed)} cell(s) did not finish: " + "; ".join(
             f"{r.method}/{r.model}/b{r.batch_size}/d{r.devices}: {r.status}" for r in failed.itertuples()))
-    from .figures import plots_dir, write_figures  # matplotlib/seaborn: only when a report is written
+    from bench.report.figures import plots_dir, write_figures  # matplotlib/seaborn: only when a report is written
 
     figures = write_figures(results_dir, frame)
     if figures:

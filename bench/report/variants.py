@@ -13,7 +13,7 @@ import json
 
 import pandas as pd
 
-from .grid import CellSettings
+from bench.grid import CellSettings
 
 __all__ = ["label_variants"]
 

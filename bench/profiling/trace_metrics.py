@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from .trace_events import Trace
+from bench.profiling.trace_events import Trace
 
 __all__ = ["TraceSummary", "summarize_trace", "stage_lanes", "union_length"]
 

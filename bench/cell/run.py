@@ -1,6 +1,6 @@
 """Run one grid cell in this process and produce its result row.
 
-The runner starts `python -m bench.cell CELL.json ROW.json` once per cell, with
+The runner starts `python -m bench.cell.run CELL.json ROW.json` once per cell, with
 the thread budget in the environment before torch is imported, so no global
 flag of one cell can leak into the next, and a crash becomes a status.
 """
@@ -18,18 +18,19 @@ from typing import Optional
 
 import torch
 
-from .execution import choose_balance, resolve_devices, run_pipelined, run_sequential, stage_devices
-from .execution.processes import record_from_ranks, run_ranks
-from .evaluation import accuracy, evaluate_exits, test_batches
-from .execution.record import NonFiniteLossError
-from .grid import Cell
-from .measure import peak_memory, provenance, step_stats
-from .schema import ResultRow
-from .selection import SelectionCurve, segment_lengths
-from .training_memory import training_memory_bytes
-from .validation import build_model
+from bench.execution import choose_balance, resolve_devices, run_pipelined, run_sequential, stage_devices
+from bench.execution.processes import record_from_ranks, run_ranks
+from bench.cell.evaluation import accuracy, evaluate_exits, test_batches
+from bench.execution.record import NonFiniteLossError
+from bench.grid import Cell
+from bench.cell.measure import peak_memory, provenance, step_stats
+from bench.store.row import ResultRow
+from bench.cell.model_selection import SelectionCurve, segment_lengths
+from bench.cell.training_memory import training_memory_bytes
+from data.prepared import prepare_batches
+from models.build import build_model
 
-__all__ = ["run_cell", "prepare_batches", "failed_row"]
+__all__ = ["run_cell", "failed_row"]
 
 
 def _base_row(cell: Cell) -> ResultRow:
@@ -52,44 +53,6 @@ def failed_row(cell: Cell, status: str, error: str, duration_s: Optional[float] 
     row = _base_row(cell)
     row.status, row.error, row.duration_s = status, error, duration_s
     return row
-
-
-def fetch_batch(dataset, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Samples `indices` as one batch: the dataset's vectorised `get_batch` when it has one."""
-    if hasattr(dataset, "get_batch"):
-        return dataset.get_batch(indices)
-    items = [dataset[int(i)] for i in indices]
-    return torch.stack([torch.as_tensor(it[0]) for it in items]), torch.as_tensor([int(it[1]) for it in items])
-
-
-def prepare_batches(dataset, batch_size: int, count: int, seed: int, views: int, modality: str,
-                    spec=None, workers: int = 0) -> list:
-    """Build `count` batches ahead of time, so data loading never sits inside step time.
-
-    `workers` > 0 decodes them in DataLoader worker processes (pinned when CUDA exists).
-    """
-    from data import two_view_batch
-    from data.loader import batch_loader
-
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(dataset), generator=generator)
-    index_batches = []
-    for b in range(count):
-        idx = order[(b * batch_size) % len(dataset):][:batch_size]
-        if len(idx) < batch_size:  # wrap around the end of the epoch
-            idx = torch.cat([idx, order[: batch_size - len(idx)]])
-        index_batches.append(idx)
-    if workers > 0 and count > 0:
-        loaded = iter(batch_loader(dataset, index_batches, workers))
-    else:
-        loaded = (fetch_batch(dataset, idx) for idx in index_batches)
-    batches = []
-    for x, y in loaded:
-        if views == 2:
-            stats = {"mean": spec.mean, "std": spec.std} if spec is not None and modality == "vision" else {}
-            x, y = two_view_batch(x, y, modality, **stats)
-        batches.append((x, y))
-    return batches
 
 
 def glove_embedding(dataset: str, spec, data_root: Optional[str], seed: int) -> tuple[torch.Tensor, float]:
@@ -210,7 +173,7 @@ def run_cell(cell: Cell, data_root: Optional[str] = None, results_dir: Optional[
     row.train_mem_bytes = train_mem
     row.train_mem_max_bytes = max(train_mem) if train_mem else None
     if s.profile is not None:  # after evaluation, on a copy: neither timings nor accuracy see the profiler
-        from .profiling import ProfileSchedule, cell_trace_dir, fill_profile_columns, profile_cell
+        from bench.profiling.profiler import ProfileSchedule, cell_trace_dir, fill_profile_columns, profile_cell
 
         plan = ProfileSchedule.from_setting(s.profile)
         profile_batches = prepare_batches(train_set, cell.batch_size, plan.batches(devices.count, s.queue_depth),

@@ -9,24 +9,10 @@ import functools
 
 import torch
 
-from .grid import Cell, GridError
+from bench.grid import Cell, GridError
+from models.build import build_model
 
-__all__ = ["validate_cell", "build_model"]
-
-
-def build_model(model: str, spec, device: str | torch.device | None = None, **kwargs):
-    """Create `model` sized for dataset `spec` (classes, and vocabulary for text)."""
-    from models.registry import create_model, model_accepts
-
-    if spec.modality == "text" and model_accepts(model, "vocab_size"):
-        kwargs.setdefault("vocab_size", spec.vocab_size)
-    if device is None:
-        staged = create_model(model, num_classes=spec.num_classes, **kwargs)
-    else:
-        with torch.device(device):
-            staged = create_model(model, num_classes=spec.num_classes, **kwargs)
-    staged.name = model  # methods with per-model reference sizes (AL) read it
-    return staged
+__all__ = ["validate_cell"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -61,7 +47,7 @@ def validate_cell(cell: Cell, where: str) -> None:
     from methods import UnknownMethodError, method_class
     from models import UnknownModelError, list_models
 
-    from .execution.devices import DEVICE_KINDS
+    from bench.execution.devices import DEVICE_KINDS
 
     label = f"{where}: cell {cell.label}"
     try:

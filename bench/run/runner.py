@@ -18,13 +18,13 @@ from typing import Callable, Iterable, Optional
 
 from tqdm import tqdm
 
-from .grid import Cell, Grid
-from .results_store import append_rows, finished_cell_ids
-from .schema import ResultRow
+from bench.grid import Cell, Grid
+from bench.store.parquet import append_rows, finished_cell_ids
+from bench.store.row import ResultRow
 
-__all__ = ["run_grid", "select_cells", "RunSummary", "REPO_ROOT"]
+__all__ = ["run_grid", "select_cells", "RunSummary"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from bench import REPO_ROOT
 
 
 @dataclass
@@ -49,7 +49,7 @@ def select_cells(cells: Iterable[Cell], only: Iterable[str]) -> list[Cell]:
 
 def _thread_env(cell: Cell) -> dict:
     """Thread budget for the child, set before it imports torch."""
-    from .execution.devices import available_cores
+    from bench.execution.devices import available_cores
 
     env = dict(os.environ)
     threads = cell.settings.threads_per_device or max(1, available_cores() // cell.devices)
@@ -62,13 +62,13 @@ def _thread_env(cell: Cell) -> dict:
 def run_cell_subprocess(cell: Cell, data_root: Optional[str], workdir: Path,
                         results_dir: Optional[Path] = None) -> ResultRow:
     """One cell in a fresh interpreter; a crash or timeout is turned into a row."""
-    from .cell import failed_row
+    from bench.cell.run import failed_row
     import json
 
     cell_file = workdir / f"{cell.cell_id}.cell.json"
     row_file = workdir / f"{cell.cell_id}.row.json"
     cell_file.write_text(cell.to_json())
-    cmd = [sys.executable, "-m", "bench.cell", str(cell_file), str(row_file), data_root or "",
+    cmd = [sys.executable, "-m", "bench.cell.run", str(cell_file), str(row_file), data_root or "",
            str(Path(results_dir).resolve()) if results_dir else ""]  # profiled cells write traces there
     start = time.perf_counter()
     try:
@@ -115,7 +115,7 @@ def run_grid(
                 tqdm.write(f"[{row.status}] {cell.label}: {row.error}")
             if on_row:
                 on_row(row)
-    from .report import write_report
+    from bench.report.write import write_report
 
     report = write_report(results_dir)  # tables (and figures) regenerated from everything measured so far
     return RunSummary(ran=len(todo), skipped=len(cells) - len(todo), statuses=statuses, report=report)

@@ -1,0 +1,1 @@
+"""Profiling: the `profile` schedule, profiled runs under torch.profiler, and reading traces back."""

@@ -1,0 +1,1 @@
+"""The result store: the row schema (one definition) and the parquet files rows land in."""

@@ -1,0 +1,51 @@
+"""Batches built ahead of time, for the sampled (extrapolated-epoch) mode of a cell.
+
+Why ahead of time: data loading must never sit inside a timed step.  A few
+warm-up and timed steps of a large batch fit in memory; whole training runs
+stream from a DataLoader instead.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+__all__ = ["fetch_batch", "prepare_batches"]
+
+
+def fetch_batch(dataset: Any, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples `indices` as one batch: the dataset's vectorised `get_batch` when it has one."""
+    if hasattr(dataset, "get_batch"):
+        return dataset.get_batch(indices)
+    items = [dataset[int(i)] for i in indices]
+    return torch.stack([torch.as_tensor(it[0]) for it in items]), torch.as_tensor([int(it[1]) for it in items])
+
+
+def prepare_batches(dataset: Any, batch_size: int, count: int, seed: int, views: int, modality: str,
+                    spec: Any = None, workers: int = 0) -> list:
+    """Build `count` batches ahead of time, so data loading never sits inside step time.
+
+    `workers` > 0 decodes them in DataLoader worker processes (pinned when CUDA exists).
+    """
+    from .augment import two_view_batch
+    from .loader import batch_loader
+
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(dataset), generator=generator)
+    index_batches = []
+    for b in range(count):
+        idx = order[(b * batch_size) % len(dataset):][:batch_size]
+        if len(idx) < batch_size:  # wrap around the end of the epoch
+            idx = torch.cat([idx, order[: batch_size - len(idx)]])
+        index_batches.append(idx)
+    if workers > 0 and count > 0:
+        loaded = iter(batch_loader(dataset, index_batches, workers))
+    else:
+        loaded = (fetch_batch(dataset, idx) for idx in index_batches)
+    batches = []
+    for x, y in loaded:
+        if views == 2:
+            stats = {"mean": spec.mean, "std": spec.std} if spec is not None and modality == "vision" else {}
+            x, y = two_view_batch(x, y, modality, **stats)
+        batches.append((x, y))
+    return batches
