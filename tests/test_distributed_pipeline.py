@@ -1,0 +1,115 @@
+"""Decoupled stages in one process per device compute what the sequential loop computes."""
+import copy
+
+import pytest
+import torch
+
+from bench.execution import resolve_devices, run_sequential, stage_devices
+from bench.execution.distributed_pipeline import (
+    _decode_header, _encode_header, _flatten, _unflatten, launched_by_torchrun, run_distributed_pipeline,
+)
+from bench.execution.record import NonFiniteLossError
+from methods import MethodConfig, create_method
+from models import create_model
+
+
+def _batches(n=4, batch=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 3, (batch,), generator=g)) for _ in range(n)]
+
+
+def _fresh(method_name="scpl", **options):
+    torch.manual_seed(123)
+    net = create_model("convnet", num_classes=10)
+    return create_method(method_name, net, MethodConfig(projector="l", options=options))
+
+
+def _params(method):
+    return [p.detach().clone() for m in method.modules() for p in m.parameters()]
+
+
+@pytest.fixture(autouse=True)
+def _not_under_torchrun(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_two_gloo_processes_equal_the_sequential_run_bit_for_bit():
+    batches = _batches()
+    method = _fresh()
+    reference = copy.deepcopy(method)
+    ref_record = run_sequential(reference, batches, resolve_devices(1, "cpu", threads_per_device=1), warmup_steps=1)
+
+    devices = resolve_devices(2, "cpu", threads_per_device=1)
+    method.place(stage_devices([2, 2], devices.devices))
+    record = run_distributed_pipeline(method, [2, 2], devices, batches, warmup_steps=1, queue_depth=2, timeout_s=300)
+
+    for a, b in zip(_params(reference), _params(method)):
+        assert torch.equal(a, b)
+    assert record.losses == ref_record.losses
+    # the optimizer state came back too: one more step keeps the two runs identical
+    x, y = batches[0]
+    assert method.train_step(x, y) == reference.train_step(x, y)
+    for a, b in zip(_params(reference), _params(method)):
+        assert torch.equal(a, b)
+
+    # the record reads like run_pipelined's
+    assert len(record.completion_times) == len(batches)
+    assert record.completion_times == sorted(record.completion_times)
+    assert record.start_time < record.completion_times[0]
+    assert len(record.device_busy_s) == 2 and all(b > 0 for b in record.device_busy_s)
+    assert all(b > 0 for b in record.stage_busy_s)
+    assert {iv[0] for iv in record.stage_intervals} == {0, 1, 2, 3}
+    # rank 0 ran ahead: its stages worked on a later batch while rank 1 worked on an earlier one
+    assert any(
+        s0 < e1 and s1 < e0 and b0 > b1
+        for k0, b0, s0, e0 in record.stage_intervals if k0 < 2
+        for k1, b1, s1, e1 in record.stage_intervals if k1 >= 2
+    )
+
+
+def test_a_failing_rank_is_raised_not_hung():
+    method = _fresh()
+    devices = resolve_devices(2, "cpu", threads_per_device=1)
+    bad = [(torch.randn(4, 3, 8, 8), torch.zeros(4, dtype=torch.long))]  # wrong image size
+    with pytest.raises(RuntimeError, match="rank 0"):
+        run_distributed_pipeline(method, [2, 2], devices, bad, warmup_steps=0, timeout_s=120)
+
+
+def test_a_nonfinite_loss_keeps_its_status():
+    method = _fresh()
+    devices = resolve_devices(2, "cpu", threads_per_device=1)
+    x, y = _batches(1)[0]
+    with pytest.raises(NonFiniteLossError, match="stage 0"):
+        run_distributed_pipeline(method, [2, 2], devices, [(x * float("nan"), y)], warmup_steps=0, timeout_s=120)
+
+
+def test_balance_must_match_the_devices():
+    devices = resolve_devices(2, "cpu", threads_per_device=1)
+    with pytest.raises(ValueError, match="balance"):
+        run_distributed_pipeline(_fresh(), [1, 1, 2], devices, _batches(1), warmup_steps=0)
+
+
+def test_headers_round_trip_tensors_and_text_payloads():
+    y = torch.zeros(4, dtype=torch.long)
+    payloads = [
+        torch.randn(4, 8, 5, 5),
+        (torch.randn(4, 7, 16), torch.ones(4, 7, dtype=torch.bool), None, torch.randn(2, 4, 16)),
+    ]
+    for x in payloads:
+        layout, tensors = _flatten(x, y)
+        decoded_layout, specs = _decode_header(_encode_header(layout, tensors, torch.device("cpu")))
+        assert decoded_layout == layout
+        rebuilt = [None if s is None else torch.zeros(s[1], dtype=s[0]) for s in specs]
+        assert [None if t is None else (t.dtype, tuple(t.shape)) for t in rebuilt] == \
+               [None if t is None else (t.dtype, tuple(t.shape)) for t in tensors]
+        x2, y2 = _unflatten(decoded_layout, rebuilt)
+        assert type(x2) is type(x) and y2.shape == y.shape
+
+
+def test_torchrun_is_detected_from_the_environment(monkeypatch):
+    assert not launched_by_torchrun()
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    assert launched_by_torchrun()
