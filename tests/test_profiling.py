@@ -8,11 +8,12 @@ import pytest
 from bench.cell.run import run_cell
 from bench.report.figures import write_figures
 from bench.grid import Cell, CellSettings, GridError, load_grid
-from bench.profiling.schedule import ProfileSchedule
+from bench.grid.settings import ProfileSchedule
 from bench.store.parquet import append_rows, read_results
 from bench.report.timeline import TimelinePanel, save_figure, timeline_figure
 from bench.profiling.trace_events import find_trace_files, load_trace, load_trace_dir
 from bench.profiling.trace_metrics import stage_lanes, summarize_trace
+from bench.profiling.thread_names import ThreadNameRecorder, name_threads, thread_names_of
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -124,10 +125,14 @@ def test_profiled_scpl_cell(tmp_path):
     assert row.trace_dir.startswith("traces/")
     files = find_trace_files(tmp_path / row.trace_dir)
     assert len(files) == 1
+    assert files[0].name.startswith("scpl-2dev-b8.")  # TensorBoard's worker name says what ran
+    names = thread_names_of(files[0])
     trace = load_trace_dir(tmp_path / row.trace_dir)
     lanes = stage_lanes(row.balance)
     tids = {d: {e.tid for e in trace.phases if e.stage is not None and lanes[e.stage] == d} for d in (0, 1)}
     assert tids[0] and tids[1] and not tids[0] & tids[1]  # each device's stages ran in their own thread
+    for d in (0, 1):  # thread rows named after the stage worker and its device, not `thread 6845 (python)`
+        assert {names.get(t) for t in tids[d]} == {f"stage-worker-{d} (cpu-worker{d})"}
     for stage in range(len(lanes)):
         assert {e.phase for e in trace.phases if e.stage == stage} >= {"FW", "LOSS", "BW", "UP"}
     assert any(e.phase == "COPY" for e in trace.phases)
@@ -150,3 +155,26 @@ def test_profiled_scpl_cell(tmp_path):
     assert plain.trace_dir is None and plain.bubble_fraction is None
     assert plain.final_train_loss == row.final_train_loss  # profiling trains a copy, after evaluation
     assert plain.test_acc == row.test_acc
+
+
+def test_thread_names_recorded_and_written(tmp_path):
+    """Threads started inside the recorder are named by native id; the trace's thread rows get those names."""
+    import threading
+
+    with ThreadNameRecorder("main") as recorder:
+        worker = threading.Thread(target=lambda: None, name="stage-worker-1 (cpu-worker1)")
+        worker.start()
+        worker.join()
+    assert recorder.names[threading.get_native_id()] == "main"
+    assert recorder.names[worker.native_id] == "stage-worker-1 (cpu-worker1)"
+    events = [
+        {"ph": "M", "name": "thread_name", "pid": 7, "tid": 11, "args": {"name": "thread 11 (python)"}},
+        {"ph": "M", "name": "process_name", "pid": 7, "tid": 0, "args": {"name": "python"}},
+        _event("stage0/forward", 0, 10, tid=11), _event("stage1/forward", 0, 10, tid=12),  # 12: no metadata yet
+        _event("aten::mm", 0, 10, tid=13),
+    ]
+    path = _write_trace(tmp_path / "w.1.pt.trace.json.gz", events, gz=True)
+    assert name_threads(path, {11: "stage-worker-0 (cpu-worker0)", 12: "stage-worker-1 (cpu-worker1)"}, "cell") == 2
+    names = thread_names_of(path)
+    assert names == {11: "stage-worker-0 (cpu-worker0)", 12: "stage-worker-1 (cpu-worker1)"}
+    assert len(load_trace(path).phases) == 2  # the trace still reads

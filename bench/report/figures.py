@@ -1,13 +1,19 @@
 """Figures from results.parquet (the SCPL paper's Figures 5-12) and timelines of profiled cells.
 
 Per model/dataset pair:
-- `epoch_time_<model>_<dataset>.png|svg`: time per epoch, one panel per batch
-  size, bars per device count and method, error bars = std over trials;
+- `epoch_time_<model>_<dataset>.png|svg`: time per epoch in minutes, one panel
+  per batch size, bars per device count and method, error bars = std over trials;
 - `speedup_<model>_<dataset>.png|svg`: speedup over BP on 1 device at the same
-  batch size, against batch size, one line per method and device count,
-  error bars = std over trials (each trial against BP's mean);
+  batch size (bench/report/baseline.py), against batch size, one line per
+  method and device count, error bars = std over trials (each trial against
+  BP's mean), with the ideals: N for N devices (grey) and the balance-limited
+  ideal of each pipelined row (total stage busy / busiest device's busy, from
+  the row's stage_busy_s and device_busy_s; dotted, the method's colour);
 - `timeline_<model>_<dataset>_b<batch>.png|svg`: the profiled cells of that
-  batch size side by side on one time axis (bench.timeline).
+  batch size side by side on one time axis (bench.timeline), each panel's title
+  with its bubble and overlap fractions.
+
+One colour per method in every figure (`method_colour`), whatever the grid.
 
 Where: `plots/<grid>/` for a results folder `results/<grid>` of this
 repository (the layout the Makefile and README use); for a results folder
@@ -26,11 +32,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from bench.report.baseline import base_method, with_bp_baseline  # noqa: E402
 from bench.report.timeline import TimelinePanel, save_figure, timeline_figure  # noqa: E402
 from bench.profiling.trace_events import find_trace_files, load_trace_dir  # noqa: E402
 from bench.profiling.trace_metrics import stage_lanes  # noqa: E402
 
-__all__ = ["plots_dir", "with_speedup", "epoch_time_figure", "speedup_figure", "timeline_figures", "write_figures"]
+__all__ = ["plots_dir", "method_colour", "balance_ideal", "fractions_text", "with_speedup", "epoch_time_figure", "speedup_figure", "timeline_figures", "write_figures"]
 
 from bench import REPO_ROOT  # noqa: E402
 
@@ -51,42 +58,90 @@ def _method_label(method: str, devices: int) -> str:
     return f"{method.upper() if method == 'bp' else method} ({devices} dev)"
 
 
+_PALETTE = sns.color_palette("tab10", 10)
+_FIXED = ["bp", "scpl", "gpipe", "gpipe_dist", "ddp", "scpl_gpipe", "dascpl", "al", "early_exit", "contsup"]
+
+
+def method_colour(method: str):
+    """The colour of a method (variants `bp[lr=..]` share their method's), the same in every figure."""
+    base = base_method(method)
+    if base in _FIXED:
+        return _PALETTE[_FIXED.index(base)]
+    return sns.color_palette("husl", 16)[sum(map(ord, base)) % 16]
+
+
+def _palette(methods) -> dict:
+    return {m: method_colour(m) for m in methods}
+
+
 def with_speedup(frame: pd.DataFrame) -> pd.DataFrame:
-    """Ok rows with a `speedup` column: BP-on-1-device mean epoch time / this row's (same batch size)."""
-    ok = frame[(frame["status"] == "ok") & frame["epoch_time_s"].notna()].copy()
-    base = ok[(ok["method"] == "bp") & (ok["devices"] == 1)].groupby("batch_size")["epoch_time_s"].mean()
-    ok["speedup"] = ok["batch_size"].map(base) / ok["epoch_time_s"]
-    return ok
+    """Ok rows with a `speedup` column: over BP on 1 device (bench/report/baseline.py), NaN without one."""
+    return with_bp_baseline(frame)
+
+
+def balance_ideal(row) -> Optional[float]:
+    """Total stage busy time / the busiest device's: the speedup a perfect pipeline with this balance reaches."""
+    def values(column: str) -> list:
+        v = row.get(column)
+        return [] if v is None or (not hasattr(v, "__len__") and pd.isna(v)) else list(v)
+
+    stages, devices = values("stage_busy_s"), values("device_busy_s")
+    if len(devices) < 2 or not stages or max(devices) <= 0:
+        return None
+    return sum(stages) / max(devices)
 
 
 def epoch_time_figure(part: pd.DataFrame, title: str):
-    """Bars of epoch time: a panel per batch size, device count on x, one colour per method."""
-    ok = part[(part["status"] == "ok") & part["epoch_time_s"].notna()]
-    grid = sns.catplot(data=ok, kind="bar", x="devices", y="epoch_time_s", hue="method", col="batch_size",
-                       errorbar="sd", capsize=0.1, sharey=False, height=3.2, aspect=0.9)
-    grid.set_axis_labels("devices", "time per epoch (s)")
+    """Bars of epoch time in minutes: a panel per batch size, device count on x, one colour per method."""
+    ok = part[(part["status"] == "ok") & part["epoch_time_s"].notna()].copy()
+    ok["epoch_time_min"] = ok["epoch_time_s"] / 60.0
+    grid = sns.catplot(data=ok, kind="bar", x="devices", y="epoch_time_min", hue="method",
+                       palette=_palette(ok["method"].unique()), col="batch_size", errorbar="sd", capsize=0.1,
+                       sharey=False, height=3.2, aspect=0.9)
+    grid.set_axis_labels("devices", "time per epoch (min)")
     grid.set_titles("batch {col_name}")
-    grid.figure.suptitle(title, y=1.03, fontsize=10)
+    grid.figure.suptitle(title, fontsize=10)
+    grid.figure.tight_layout(rect=(0, 0, 1, 0.92))  # room for the title: never clipped
     return grid.figure
 
 
 def speedup_figure(part: pd.DataFrame, title: str):
-    """Speedup over BP on 1 device against batch size; None when no BP-on-1-device baseline exists."""
+    """Speedup over BP on 1 device against batch size, with the ideals; None when no BP baseline exists."""
     ok = with_speedup(part).dropna(subset=["speedup"])
     if ok.empty:
         return None
-    ok["method (devices)"] = [_method_label(m, d) for m, d in zip(ok["method"], ok["devices"])]
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    sns.lineplot(data=ok, x="batch_size", y="speedup", hue="method (devices)", marker="o", errorbar="sd",
-                 err_style="bars", ax=ax)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    sns.lineplot(data=ok, x="batch_size", y="speedup", hue="method", style="devices", markers=True,
+                 palette=_palette(ok["method"].unique()), errorbar="sd", err_style="bars", ax=ax)
     ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
+    for n in sorted(d for d in ok["devices"].unique() if d > 1):
+        ax.axhline(n, color="grey", linewidth=0.8, linestyle=":")
+        ax.annotate(f"ideal, {n} devices", (1.0, n), xycoords=("axes fraction", "data"), xytext=(-4, 3),
+                    textcoords="offset points", ha="right", fontsize=8, color="grey")
+    ideals = ok.assign(ideal=[balance_ideal(r) for _, r in ok.iterrows()]).dropna(subset=["ideal"])
+    for (method, devices), rows in ideals.groupby(["method", "devices"]):
+        means = rows.groupby("batch_size")["ideal"].mean()
+        ax.plot(means.index, means.values, linestyle=":", marker="x", color=method_colour(method), linewidth=1,
+                label=f"{method} ({devices} dev): balance ideal")
     ax.set_xscale("log", base=2)
-    ax.set_xticks(sorted(ok["batch_size"].unique()), [str(b) for b in sorted(ok["batch_size"].unique())])
+    ticks = sorted(ok["batch_size"].unique())
+    ax.set_xticks(ticks, [str(b) for b in ticks])
     ax.set_xlabel("batch size")
     ax.set_ylabel("speedup over BP on 1 device")
-    ax.set_title(title, fontsize=10, loc="left")
+    ax.set_title(title, fontsize=10, loc="left", wrap=True)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     return fig
+
+
+def fractions_text(row) -> str:
+    """`bubble 23 %, overlap 45 %` of a profiled row (empty when it has none)."""
+    parts = []
+    for name in ("bubble", "overlap"):
+        value = row.get(f"{name}_fraction")
+        if value is not None and not pd.isna(value):
+            parts.append(f"{name} {100 * value:.0f} %")
+    return ", ".join(parts)
 
 
 def timeline_figures(frame: pd.DataFrame, results_dir: Path, out_dir: Path) -> list[Path]:
@@ -104,7 +159,9 @@ def timeline_figures(frame: pd.DataFrame, results_dir: Path, out_dir: Path) -> l
             if not find_trace_files(folder):
                 continue  # traces deleted or results copied without them
             lanes = stage_lanes(list(row.balance)) if len(row.balance) and row.method != "gpipe_dist" else None
-            panels.append(TimelinePanel(_method_label(row.method, row.devices), load_trace_dir(folder), lanes))
+            fractions = fractions_text(row._asdict())
+            title = _method_label(row.method, row.devices) + (f" ({fractions})" if fractions else "")
+            panels.append(TimelinePanel(title, load_trace_dir(folder), lanes))
         if panels:
             fig = timeline_figure(panels)
             written += save_figure(fig, out_dir / f"timeline_{_stem(model, dataset)}_b{batch}")

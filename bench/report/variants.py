@@ -4,7 +4,8 @@ Why: a grid may compare SCPL with `local_loss: supcon` and `suncet`, or ContSup'
 context modes, through per-cell settings; a table grouped by method alone would
 average them into one row.  A method's label gains the settings that differ
 among that method's rows (e.g. `contsup[context=R1E]`), and nothing else, so
-plain grids keep plain names.
+plain grids keep plain names.  Only rows that finished decide what varies: a
+failed variant keeps the good rows' plain name.
 """
 from __future__ import annotations
 
@@ -40,13 +41,18 @@ def label_variants(frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     frame = frame.copy()
     # Rows written before a setting existed lack it: they ran with its default.
-    defaults = dataclasses.asdict(CellSettings())
+    settings = CellSettings()
+    defaults = settings.as_dict() if hasattr(settings, "as_dict") else dataclasses.asdict(settings)
     flats = [_flatten({**defaults, **json.loads(s)}) if isinstance(s, str) else {} for s in frame["settings_json"]]
     labels = list(frame["method"])
+    ok = list(frame["status"] == "ok") if "status" in frame else [True] * len(frame)
     for method in frame["method"].unique():
         rows = [i for i, m in enumerate(frame["method"]) if m == method]
+        # settings that vary among the rows that finished: a failed variant (a diverging learning
+        # rate) must not relabel the good row, or its speedup would lose its BP baseline
+        deciding = [i for i in rows if ok[i]] or rows
         keys = sorted({k for i in rows for k in flats[i]})
-        varying = [k for k in keys if len({flats[i].get(k) for i in rows}) > 1]
+        varying = [k for k in keys if len({flats[i].get(k) for i in deciding}) > 1]
         if not varying:
             continue
         for i in rows:

@@ -5,7 +5,10 @@
 Speedup of a method = BP's epoch time on 1 device / the method's epoch time, at
 the same model, dataset and batch size (BP's absolute time in parentheses).
 Written as markdown and CSV next to the parquet.  The caption says whether the
-data was synthetic and whether epochs were measured or extrapolated.
+data was synthetic and whether epochs were measured or extrapolated.  Beside
+them: `paper_<item>.md/.csv` for each item of the SCPL paper the results cover
+(bench/report/paper.py, docs/PAPER.md) and `report.html`, one self-contained
+page of everything (bench/report/page.py).
 """
 from __future__ import annotations
 
@@ -15,6 +18,9 @@ from pathlib import Path
 import pandas as pd
 
 from bench.store.parquet import read_results
+from bench.report.baseline import base_method, with_bp_baseline
+from bench.report.page import write_page
+from bench.report.paper import write_paper_comparisons
 from bench.report.variants import label_variants
 
 __all__ = ["speedup_table", "accuracy_table", "write_report", "markdown_table"]
@@ -36,10 +42,12 @@ def _format_seconds(seconds: float) -> str:
 def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows "method (N devices)", columns batch size, cells "1.23x" (BP on 1 device: "1x (time)").
 
-    `frame` holds the ok rows of one model/dataset pair; trials are averaged.
+    `frame` holds the rows of one model/dataset pair; trials are averaged.  The
+    baseline of each row is chosen by bench/report/baseline.py.
     """
-    ok = frame[frame["status"] == "ok"]
-    epochs = ok.groupby(["method", "devices", "batch_size"])["epoch_time_s"].mean()
+    ok = with_bp_baseline(frame)
+    grouped = ok.groupby(["method", "devices", "batch_size"])
+    epochs, bases = grouped["epoch_time_s"].mean(), grouped["bp_epoch_time_s"].mean()
     batch_sizes = sorted(ok["batch_size"].unique())
     rows = sorted({(m, d) for m, d, _ in epochs.index}, key=lambda md: (_method_rank(md[0]), md[1]))
     table = {}
@@ -47,14 +55,14 @@ def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
         label = f"{method.upper() if method == 'bp' else method} ({devices} device{'s' if devices > 1 else ''})"
         cells = []
         for b in batch_sizes:
-            base = epochs.get(("bp", 1, b))
+            base = bases.get((method, devices, b))
             mine = epochs.get((method, devices, b))
             if mine is None or pd.isna(mine):
                 cells.append("–")
+            elif base_method(method) == "bp" and devices == 1:
+                cells.append(f"1x ({_format_seconds(mine)})")
             elif base is None or pd.isna(base):
                 cells.append(f"({_format_seconds(mine)}; no BP baseline)")
-            elif method == "bp" and devices == 1:
-                cells.append(f"1x ({_format_seconds(base)})")
             else:
                 cells.append(f"{base / mine:.2f}x")
         table[label] = cells
@@ -135,12 +143,12 @@ def _caption(frame: pd.DataFrame, model: str, dataset: str) -> str:
 
 
 def write_report(results_dir: Path) -> str:
-    """Write speedup (and accuracy) tables as .md and .csv next to the parquet; return the markdown."""
+    """Write every table (.md and .csv), the paper comparisons, the figures and report.html; return the markdown."""
     results_dir = Path(results_dir)
     frame = label_variants(read_results(results_dir))
     if frame.empty:
         return f"no results in {results_dir}"
-    out = []
+    out, sections = [], []
     for (model, dataset), part in frame.groupby(["model", "dataset"], sort=True):
         table = speedup_table(part)
         if table.empty:
@@ -150,6 +158,7 @@ def write_report(results_dir: Path) -> str:
         text = f"**{_caption(part[part['status'] == 'ok'], model, dataset)}**\n\n{markdown_table(table, 'method')}\n"
         (results_dir / f"{stem}.md").write_text(text)
         out.append(text)
+        sections.append((f"Speedup: {model} on {dataset}", text))
     acc = accuracy_table(frame)
     if not acc.empty:
         acc.to_csv(results_dir / "accuracy.csv")
@@ -166,6 +175,7 @@ def write_report(results_dir: Path) -> str:
                 text += f"\n**{title}, mean ± std over trials.**\n\n" + markdown_table(table, "method devices batch") + "\n"
         (results_dir / "accuracy.md").write_text(text)
         out.append(text)
+        sections.append(("Accuracy", text))
     exits, policies = exits_tables(frame)
     if not exits.empty:
         text = ("**Early exits: accuracy, time to the exit's prediction and parameters used, per exit.**\n\n"
@@ -177,6 +187,10 @@ def write_report(results_dir: Path) -> str:
                      + markdown_table(policies, " ".join(policies.index.names)) + "\n")
         (results_dir / "exits.md").write_text(text)
         out.append(text)
+        sections.append(("Early exits", text))
+    for comparison in write_paper_comparisons(results_dir, frame):
+        out.append(comparison.markdown)
+        sections.append((f"Paper beside measured: {comparison.item.title}", comparison.markdown))
     failed = frame[frame["status"] != "ok"]
     if not failed.empty:
         out.append(f"{len(failed)} cell(s) did not finish: " + "; ".join(
@@ -186,6 +200,8 @@ def write_report(results_dir: Path) -> str:
     figures = write_figures(results_dir, frame)
     if figures:
         out.append(f"{len(figures)} figure file(s) in {plots_dir(results_dir)} (docs/PROFILING.md)")
+    page = write_page(results_dir, frame, sections, figures)
+    out.append(f"report page: {page}")
     return "\n".join(out)
 
 
