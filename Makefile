@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean gpu-check
 
 setup: $(STAMP)
 
@@ -25,3 +25,7 @@ bench: setup
 
 clean:
 	rm -rf results/* plots/*
+
+# the CUDA path on whatever GPUs exist (docs/GPU.md); without CUDA it says so and exits 0
+gpu-check: setup
+	$(PY) -m bench.gpu_check

@@ -227,7 +227,6 @@ def _train_rank(rank: int, world: int, device: torch.device, method, balance: Se
                 if device.type == "cuda":
                     xc, yc = _pin(xc), yc.pin_memory()
                 feed.append((xc, yc))
-    receiver = None if first else _Receiver(rank - 1, device, n * chunks)
     sender = None if last else _Sender(rank + 1, queue_depth * chunks, device)
     stage_losses = {k: [0.0] * n for k in mine}
     stage_busy = {k: 0.0 for k in mine}
@@ -235,9 +234,17 @@ def _train_rank(rank: int, world: int, device: torch.device, method, balance: Se
     completions = [0.0] * n
     intervals: list[tuple[int, int, float, float]] = []
 
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     _sync(device)
-    dist.barrier()  # every rank starts its clock together
+    if device.type == "cuda":  # NCCL's barrier needs to know this rank's GPU
+        dist.barrier(device_ids=[device.index])
+    else:
+        dist.barrier()  # every rank starts its clock together
     start = time.perf_counter()
+    # Posted after the barrier: under NCCL the first receive from a peer creates that pair's
+    # communicator, which blocks until the peer's first send, and the peer is in the barrier.
+    receiver = None if first else _Receiver(rank - 1, device, n * chunks)
     for i in range(n):
         for c in range(chunks):
             if first:
@@ -284,6 +291,7 @@ def _train_rank(rank: int, world: int, device: torch.device, method, balance: Se
         "optimizer": {k: _to_cpu(steps[k].optimizer.state_dict()) for k in mine},
         # per-stage counters some steps keep (DASCPL's accumulation schedule clock)
         "calls": {k: steps[k].calls for k in mine if hasattr(steps[k], "calls")},
+        "peak_mem_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
     }
 
 
@@ -396,6 +404,7 @@ def run_distributed_pipeline(
     queue_depth: int = 2,
     timeout_s: float = 1800.0,
     profile: Optional[RankWrapper] = None,
+    on_ranks: Optional[Callable[[list[dict]], None]] = None,
 ) -> RunRecord:
     """Train `method`'s stage steps in one process per device; `method` then holds the trained stages.
 
@@ -404,7 +413,10 @@ def run_distributed_pipeline(
     over stages per batch, completion times of the last stage.  `devices` gives
     one device per rank (`devices.count == len(balance)`), except under torchrun,
     where the ranks are torchrun's processes (`WORLD_SIZE == len(balance)`, one
-    GPU per process by LOCAL_RANK).  `profile`: see `RankWrapper`.
+    GPU per process by LOCAL_RANK).  `profile`: see `RankWrapper`.  `on_ranks(summaries)`
+    gets one dict per rank (rank, stages, device_busy_s, peak_mem_bytes: that GPU's
+    peak allocation during the run, None on CPU), e.g. for per-device peak memory,
+    which the caller's own CUDA counters cannot see.
     """
     steps = method.stage_steps()
     if sum(balance) != len(steps):
@@ -423,4 +435,6 @@ def run_distributed_pipeline(
         results = _run_spawned(method, balance, devices, args, timeout_s, profile)
     results = sorted(results, key=lambda r: r["rank"])
     _absorb(method, results)
+    if on_ranks is not None:
+        on_ranks([{key: r[key] for key in ("rank", "stages", "device_busy_s", "peak_mem_bytes")} for r in results])
     return _record(results, len(steps), warmup_steps)

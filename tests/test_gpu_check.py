@@ -1,0 +1,66 @@
+"""`make gpu-check` is harmless without a GPU; a grid asking for more GPUs than exist is refused up front."""
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import torch
+
+from bench import REPO_ROOT
+from bench.execution.capacity import check_device_counts
+from bench.gpu_check import NO_CUDA_MESSAGE, main, plan_cells, trace_kernels
+
+
+def _cells(*counts, kind="cuda"):
+    return [SimpleNamespace(devices=n, settings=SimpleNamespace(device_kind=kind)) for n in counts]
+
+
+def test_without_cuda_gpu_check_says_so_and_exits_0(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main([]) == 0
+    assert capsys.readouterr().out.strip() == NO_CUDA_MESSAGE
+
+
+def test_gpu_check_module_runs_here():
+    if torch.cuda.is_available():  # pragma: no cover - the real check is `make gpu-check`
+        return
+    out = subprocess.run([sys.executable, "-m", "bench.gpu_check"], cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and NO_CUDA_MESSAGE in out.stdout
+
+
+def test_plan_covers_every_executor_and_each_ddp_count():
+    plan = plan_cells(8)
+    labels = [(p.label, p.cell.devices) for p in plan]
+    assert ("scpl threads", 4) in labels and ("scpl processes", 4) in labels  # ConvNet has 4 stages
+    assert ("gpipe", 4) in labels and ("gpipe_dist", 4) in labels and ("bp", 1) in labels
+    assert [n for label, n in labels if label == "ddp"] == list(range(1, 9))
+    assert all(p.cell.batch_size % p.cell.devices == 0 for p in plan if p.label == "ddp")
+    assert all(p.cell.settings.device_kind == "cuda" for p in plan)
+    assert [p.label for p in plan_cells(1)] == ["bp", "scpl", "ddp"]  # one GPU: nothing to split
+
+
+def test_trace_kernels_counts_kernels_under_labels(tmp_path):
+    events = [
+        {"ph": "X", "cat": "gpu_user_annotation", "name": "stage1/forward", "pid": 0, "tid": 7, "ts": 100, "dur": 50},
+        {"ph": "X", "cat": "kernel", "name": "sgemm", "pid": 0, "tid": 7, "ts": 110, "dur": 5},
+        {"ph": "X", "cat": "kernel", "name": "ncclDevKernel_SendRecv", "pid": 0, "tid": 9, "ts": 300, "dur": 5},
+        {"ph": "X", "cat": "kernel", "name": "sgemm", "pid": 1, "tid": 7, "ts": 120, "dur": 5},  # other GPU
+    ]
+    (tmp_path / "rank0.1.pt.trace.json").write_text(json.dumps({"traceEvents": events}))
+    assert trace_kernels(tmp_path) == (3, 1, {0}, True)
+
+
+def test_enough_gpus_is_no_problem():
+    assert check_device_counts(_cells(1, 2, 2), gpus=2) is None
+    assert check_device_counts(_cells(4, 8, kind="cpu"), gpus=1) is None  # CPU workers need no GPU
+    assert check_device_counts(_cells(4, kind="auto"), gpus=0) is None  # auto without CUDA = CPU workers
+
+
+def test_too_many_gpus_is_one_line_naming_what_fits():
+    message = check_device_counts(_cells(1, 2, 4, 8), gpus=2)
+    assert "\n" not in message
+    assert "8 GPUs" in message and "has 2 GPUs" in message and "devices=4, 8" in message
+    assert "--only devices=1 or --only devices=2" in message
+    assert "no GPU" in check_device_counts(_cells(1), gpus=0)
+    assert "no cell of this grid fits" in check_device_counts(_cells(4, kind="auto"), gpus=2)
