@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from bench.report.write import speedup_table, write_report
 from bench.store.parquet import append_rows, read_results
@@ -93,3 +94,34 @@ def test_exit_and_selection_tables_from_hand_made_rows(tmp_path):
     text = (tmp_path / "accuracy.md").read_text()
     assert "55.00 ± 7.07 (n=2)" in text  # validation-selected: 0.5 and 0.6
     assert "Best test accuracy" in text and "90.00 ± 0.00 (n=2)" in text
+
+
+def test_bp_baseline_survives_failed_bp_variants(tmp_path):
+    """A BP variant that failed (another lr) neither relabels the good BP row nor takes away its baseline."""
+    import json
+
+    rows = [_row("bp", 1, 32, 100.0), _row("scpl", 2, 32, 50.0)]
+    for r in rows:
+        r.settings_json = json.dumps({"lr": 0.001})
+    bad = _row("bp", 1, 32, 1.0, status="nan")
+    bad.cell_id, bad.settings_json = "bp-diverged", json.dumps({"lr": 10.0})
+    append_rows(tmp_path, rows + [bad])
+    text = write_report(tmp_path)
+    table = pd.read_csv(tmp_path / "speedup_vgg8_cifar10-synthetic.csv", index_col=0)
+    assert table.loc["BP (1 device)", "batch 32"] == "1x (100.0 s)"
+    assert table.loc["scpl (2 devices)", "batch 32"] == "2.00x" and "no BP baseline" not in text
+
+
+def test_bp_baseline_ignores_settings_that_do_not_change_time(tmp_path):
+    """Two good BP variants differing in lr: each row still has a baseline; one differing in views does not match."""
+    import json
+
+    from bench.report.baseline import with_bp_baseline
+
+    rows = [_row("bp", 1, 32, 100.0), _row("scpl", 2, 32, 50.0), _row("scpl", 1, 32, 400.0, trial=1)]
+    rows[0].settings_json, rows[1].settings_json = json.dumps({"lr": 0.1}), json.dumps({"lr": 0.01})
+    rows[2].settings_json = json.dumps({"views": 2})
+    append_rows(tmp_path, rows)
+    frame = with_bp_baseline(read_results(tmp_path)).set_index(["method", "devices"])
+    assert frame.loc[("scpl", 2), "speedup"] == pytest.approx(2.0)
+    assert frame.loc[("scpl", 1), "speedup"] == pytest.approx(0.25)  # BP's only key: used for a row it lacks

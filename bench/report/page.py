@@ -28,6 +28,7 @@ body { font-family: sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
+table.provenance td { text-align: left; }
 th { background: #f0f0f0; }
 code, pre { background: #f6f6f6; padding: 1px 4px; font-size: 12px; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
@@ -87,9 +88,12 @@ def _provenance(frame: pd.DataFrame) -> pd.DataFrame:
     def values(column: str) -> str:
         if column not in frame:
             return "–"
-        seen = frame[column].dropna()
-        seen = [", ".join(v) if not isinstance(v, str) and hasattr(v, "__len__") else str(v) for v in seen]
-        return "; ".join(sorted(set(seen))) or "–"
+        seen: set[str] = set()
+        for v in frame[column].dropna():
+            seen |= {str(x) for x in v} if not isinstance(v, str) and hasattr(v, "__len__") else {str(v)}
+        if column == "started_at" and seen:
+            return f"{min(seen)} … {max(seen)}"
+        return ", ".join(sorted(seen)) or "–"
 
     items = [("grid", "grid"), ("data kind", "data_kind"), ("device kind", "device_kind"),
              ("device names", "device_names"), ("threads per device", "threads_per_device"),
@@ -163,7 +167,8 @@ def write_page(results_dir: Path, frame: pd.DataFrame, sections: Sequence[tuple[
     if description:
         parts.append(f"<p>{html.escape(description)}</p>")
     parts.append(warning)
-    parts.append("<h2>Provenance</h2>" + _frame_html(_provenance(frame)))
+    parts.append("<h2>Provenance</h2>" + _frame_html(_provenance(frame)).replace('class="dataframe"',
+                                                                                'class="dataframe provenance"', 1))
     for heading, markdown in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>" + markdown_to_html(markdown))
     parts.append(_profiled(frame, results_dir))

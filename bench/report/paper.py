@@ -248,8 +248,8 @@ def _compare_speedup(item: PaperItem, frame: pd.DataFrame) -> Comparison:
     caption = (f"**{item.title}: paper | measured | measured ÷ paper.** Speedup over BP on 1 device at the same "
                f"batch size; BP's minutes in parentheses: the paper's are whole training runs on its GPUs, ours "
                f"minutes per epoch ({bp_kind}). Rows in the paper's order; [extra] rows are not in the paper.")
-    verdict = _verdict(f"within {SPEED_TOLERANCE:.0%}", checked, f"{SPEED_TOLERANCE:.0%} of the paper's speedup",
-                       rows)
+    tolerance = f"{100 * SPEED_TOLERANCE:.0f} %"
+    verdict = _verdict(f"within {tolerance}", checked, f"{tolerance} of the paper's speedup", rows)
     from bench.report.write import markdown_table  # write.py imports this module
 
     return Comparison(item, pd.DataFrame(records), f"{caption}\n\n{markdown_table(table, 'method')}\n\n{verdict}\n",
