@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 
-.PHONY: setup demo test bench clean gpu-check
+.PHONY: setup demo test bench clean browser gpu-check
 
 setup: $(STAMP)
 
@@ -29,3 +29,9 @@ clean:
 # the CUDA path on whatever GPUs exist (docs/GPU.md); without CUDA it says so and exits 0
 gpu-check: setup
 	$(PY) -m bench.gpu_check
+
+# A headless browser for tests/test_report_page.py: Debian's chromium (root: apt-get) and the
+# playwright pip package driving it (never `playwright install`: it downloads its own browsers).
+browser: setup
+	command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
+	$(PY) -m pip install --quiet playwright==1.65.2
