@@ -23,6 +23,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--only", action="append", default=[], metavar="KEY=VALUE|ID",
                         help="run only cells whose KEY equals VALUE (repeatable), or whose id starts with ID")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from bench.run.cli import add_run_arguments
+
+    add_run_arguments(parser)  # --retry, --launcher, --no-wait, --slurm-*
     return parser.parse_args(argv)
 
 
@@ -52,10 +55,28 @@ def main(argv: list[str] | None = None) -> int:
     except GridError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    summary = run_grid(grid, results_dir, cells, args.data_root, progress=not args.no_progress)
+    from bench.run.cli import launcher_from_args
+    from bench.run.signals import Interrupted
+    from bench.store.layout import StoreError, check_results_dir
+
+    try:
+        launcher = launcher_from_args(args)
+        check_results_dir(results_dir)  # a file or read-only path: refused before any cell runs
+        summary = run_grid(grid, results_dir, cells, args.data_root, progress=not args.no_progress,
+                           retry=args.retry, launcher=launcher)
+    except (ValueError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Interrupted as exc:
+        print(f"{grid.name}: {exc}; finished cells are stored, rerun the same command to continue", file=sys.stderr)
+        return exc.exit_code
     print(f"{grid.name}: ran {summary.ran} cells, skipped {summary.skipped} already done; statuses {summary.statuses}")
+    if summary.pending:
+        print(f"{summary.pending} jobs still running: rerun the same command to wait for them and report")
     print(summary.report)
-    return 0
+    if summary.failures:
+        print(f"{len(summary.failures)} of {len(cells)} cells did not finish ok:\n{summary.failure_text()}")
+    return summary.exit_code
 
 
 if __name__ == "__main__":

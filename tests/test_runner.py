@@ -1,5 +1,6 @@
 """The runner: cells land in parquet, failures become rows, a killed run resumes losing nothing."""
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -72,3 +73,155 @@ def test_killed_runner_resumes_without_losing_finished_cells(tmp_path):
     frame = read_results(results)
     assert sorted(frame["cell_id"]) == sorted({c.cell_id for c in load_grid("smoke").cells})
     assert set(frame["status"]) == {"ok"}
+
+
+# --- Faults of issue 11: every process a cell starts ends with it; exit status; retries; no leftovers.
+# A fake cell (SCPLBENCH_CELL_MODULE) stands in for bench.cell.run: it starts a grandchild, records
+# the pids, and then sleeps, fails or writes an ok row, as FAKE_CELL_MODE says.
+
+FAKE_CELL = '''
+import json, os, subprocess, sys, time
+from pathlib import Path
+from bench.grid import Cell
+from bench.store.row import ResultRow
+
+cell = Cell.from_json(Path(sys.argv[1]).read_text())
+mode = os.environ["FAKE_CELL_MODE"]
+grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+Path(os.environ["FAKE_CELL_PIDS"]).write_text(json.dumps(
+    {"entry": os.getppid(), "cell": os.getpid(), "grandchild": grandchild.pid}))
+if mode == "sleep":
+    time.sleep(120)
+elif mode == "fail":
+    print("fake cell failed on purpose", file=sys.stderr)
+    sys.exit(3)
+else:
+    row = ResultRow(cell_id=cell.cell_id, grid=cell.grid, method=cell.method, model=cell.model,
+                    dataset=cell.dataset, data_kind="synthetic", batch_size=cell.batch_size,
+                    devices=cell.devices, trial=cell.trial, seed=cell.seed, status="ok")
+    Path(sys.argv[2]).write_text(json.dumps(row.to_dict()))
+'''
+
+
+def _fake_cell_env(tmp_path, mode):
+    (tmp_path / "fakecell.py").write_text(FAKE_CELL)
+    env = dict(os.environ, SCPLBENCH_CELL_MODULE="fakecell", FAKE_CELL_MODE=mode,
+               FAKE_CELL_PIDS=str(tmp_path / "pids.json"))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def _gone(pid, within_s=10.0):
+    """True once `pid` no longer runs (a zombie counts as gone: it runs nothing)."""
+    deadline = time.time() + within_s
+    while time.time() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _wait_for(path, within_s=60.0):
+    deadline = time.time() + within_s
+    while time.time() < deadline and not path.exists():
+        time.sleep(0.05)
+    assert path.exists(), f"{path} never appeared"
+    return json.loads(path.read_text())
+
+
+def _one_cell(timeout_s):
+    cell = load_grid("smoke").cells[0]
+    replace = getattr(cell.settings, "replace", None) or (lambda **kw: dataclasses.replace(cell.settings, **kw))
+    return dataclasses.replace(cell, settings=replace(timeout_s=timeout_s))
+
+
+def test_timeout_ends_the_cells_whole_process_group(tmp_path, monkeypatch):
+    for key, value in _fake_cell_env(tmp_path, "sleep").items():
+        monkeypatch.setenv(key, value)
+    cell = _one_cell(2.0)
+    summary = run_grid(load_grid("smoke"), tmp_path / "res", cells=[cell], progress=False)
+    pids = json.loads((tmp_path / "pids.json").read_text())
+    assert summary.statuses == {"timeout": 1} and summary.exit_code == 1
+    assert all(_gone(pid) for pid in pids.values()), pids  # the grandchild (a rank, say) too
+    assert not (tmp_path / "res" / ".tmp").exists()
+
+
+RUNNER_SCRIPT = '''
+import sys
+from pathlib import Path
+from bench.grid import load_grid
+from bench.run.runner import run_grid
+grid = load_grid("smoke")
+cell = [c for c in grid.cells if c.cell_id.startswith(sys.argv[2])][0]
+run_grid(grid, Path(sys.argv[1]), cells=[cell], progress=False)
+'''
+
+
+def test_runner_killed_by_sigkill_leaves_no_process_and_no_scratch(tmp_path):
+    results = tmp_path / "res"
+    cell = _one_cell(600.0)
+    runner = subprocess.Popen([sys.executable, "-c", RUNNER_SCRIPT, str(results), cell.cell_id], cwd=ROOT,
+                              env=_fake_cell_env(tmp_path, "sleep"))
+    pids = _wait_for(tmp_path / "pids.json")
+    assert (results / ".tmp").exists()
+    runner.kill()  # SIGKILL: no handler runs; the parent-death signal must do the work
+    runner.wait()
+    assert all(_gone(pid) for pid in pids.values()), pids
+    assert not (results / ".tmp").exists()
+    assert not list(results.rglob("*.tmp*"))
+
+
+def test_runner_stopped_by_sigterm_exits_with_its_signal_and_cleans_up(tmp_path):
+    results = tmp_path / "res"
+    cell = _one_cell(600.0)
+    cmd = [sys.executable, "run_matrix.py", "--grid", "smoke", "--results", str(results), "--only", cell.cell_id,
+           "--no-progress"]
+    runner = subprocess.Popen(cmd, cwd=ROOT, env=_fake_cell_env(tmp_path, "sleep"), stderr=subprocess.PIPE, text=True)
+    pids = _wait_for(tmp_path / "pids.json")
+    runner.send_signal(signal.SIGTERM)
+    _, err = runner.communicate(timeout=30)
+    assert runner.returncode == 128 + signal.SIGTERM
+    assert "interrupted by SIGTERM" in err and "Traceback" not in err
+    assert all(_gone(pid) for pid in pids.values()), pids
+    assert not (results / ".tmp").exists() and not list(results.rglob("*.tmp*"))
+
+
+def test_exit_status_and_failure_summary(tmp_path):
+    results = tmp_path / "res"
+    cell = _one_cell(60.0)
+    cmd = [sys.executable, "run_matrix.py", "--grid", "smoke", "--results", str(results), "--only", cell.cell_id,
+           "--no-progress"]
+    failing = subprocess.run(cmd, cwd=ROOT, env=_fake_cell_env(tmp_path, "fail"), capture_output=True, text=True)
+    assert failing.returncode == 1, failing.stderr
+    assert "1 of 1 cells did not finish ok" in failing.stdout
+    assert f"{cell.cell_id[:10]}" in failing.stdout and "failed: cell process exited with 3" in failing.stdout
+    # a failed cell is not retried by default (only timeouts and killed cells are): still exit 1
+    again = subprocess.run(cmd, cwd=ROOT, env=_fake_cell_env(tmp_path, "ok"), capture_output=True, text=True)
+    assert again.returncode == 1 and "skipped 1 already done" in again.stdout
+    fixed = subprocess.run(cmd + ["--retry", "failed"], cwd=ROOT, env=_fake_cell_env(tmp_path, "ok"),
+                           capture_output=True, text=True)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    bad = subprocess.run(cmd + ["--results", str(ROOT / "run_matrix.py")], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "is a file" in bad.stderr
+
+
+def test_retried_timeout_is_a_new_attempt_and_reports_use_the_latest(tmp_path, monkeypatch):
+    from bench.store.parquet import read_history
+
+    for key, value in _fake_cell_env(tmp_path, "sleep").items():
+        monkeypatch.setenv(key, value)
+    grid, cell = load_grid("smoke"), _one_cell(6.0)
+    assert run_grid(grid, tmp_path, cells=[cell], progress=False).statuses == {"timeout": 1}
+    monkeypatch.setenv("FAKE_CELL_MODE", "ok")
+    summary = run_grid(grid, tmp_path, cells=[cell], progress=False)  # default --retry timeout
+    assert summary.ran == 1 and summary.exit_code == 0
+    history = read_history(tmp_path)
+    assert list(history["attempt"]) == [1, 2] and list(history["status"]) == ["timeout", "ok"]
+    latest = read_results(tmp_path)
+    assert len(latest) == 1 and latest.iloc[0]["status"] == "ok"
+    assert "did not finish" not in summary.report  # the report lists only the latest attempt
+    assert run_grid(grid, tmp_path, cells=[cell], progress=False).ran == 0

@@ -1,30 +1,41 @@
-"""Run a grid: every unfinished cell in its own subprocess, each result appended as it lands.
+"""Run a grid: choose the cells a (re)run needs, launch them, store each row, compact, report.
 
-Resumable: a cell whose id is already in results.parquet is skipped, so a
-runner killed mid-grid loses at most the cell it was running.  A cell that
-raises, produces a NaN loss or runs past its timeout becomes a row with that
-status and the rest of the grid still runs.
+Resumable: a cell whose latest attempt is finished is skipped, so a runner killed mid-grid
+loses at most the cell it was running (and that cell's processes end with it: see
+`process_group`). A cell that raises, produces a NaN loss, runs past its timeout or is
+killed becomes a row with that status, and the rest of the grid still runs. Each attempt
+is a new row; `--retry` says which statuses a rerun tries again.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from tqdm import tqdm
 
 from bench.grid import Cell, Grid
-from bench.store.parquet import append_rows, finished_cell_ids
+from bench.run.cell_process import cell_env as _thread_env  # noqa: F401 - old name, kept for callers
+from bench.run.cell_process import run_cell_subprocess
+from bench.run.launchers import LaunchContext, Launcher, LocalLauncher
+from bench.run.retry import DEFAULT_RETRY, cells_to_run
+from bench.run.signals import interrupt_on_signals
+from bench.store.compact import compact
+from bench.store.read import latest_attempts, read_history
 from bench.store.row import ResultRow
 
-__all__ = ["run_grid", "select_cells", "RunSummary"]
+__all__ = ["run_grid", "select_cells", "RunSummary", "CellFailure", "run_cell_subprocess"]
 
-from bench import REPO_ROOT
+
+@dataclass
+class CellFailure:
+    label: str
+    cell_id: str
+    status: str
+    error: str  # first line
+
+    def __str__(self) -> str:
+        return f"{self.cell_id[:10]}  {self.label}: {self.status}: {self.error}"
 
 
 @dataclass
@@ -33,6 +44,16 @@ class RunSummary:
     skipped: int
     statuses: dict
     report: str = ""
+    failures: list[CellFailure] = field(default_factory=list)  # selected cells whose latest attempt is not ok
+    pending: int = 0  # submitted jobs still running (--no-wait)
+
+    @property
+    def exit_code(self) -> int:
+        """1 when some selected cell's latest attempt is not ok, else 0 (pending jobs are not failures)."""
+        return 1 if self.failures else 0
+
+    def failure_text(self) -> str:
+        return "\n".join(f"  {f}" for f in self.failures)
 
 
 def select_cells(cells: Iterable[Cell], only: Iterable[str]) -> list[Cell]:
@@ -47,48 +68,17 @@ def select_cells(cells: Iterable[Cell], only: Iterable[str]) -> list[Cell]:
     return cells
 
 
-def _thread_env(cell: Cell) -> dict:
-    """Thread budget for the child, set before it imports torch."""
-    from bench.execution.devices import available_cores
-
-    env = dict(os.environ)
-    threads = cell.settings.threads_per_device or max(1, available_cores() // cell.devices)
-    env["OMP_NUM_THREADS"] = str(threads)
-    env["MKL_NUM_THREADS"] = str(threads)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
-def run_cell_subprocess(cell: Cell, data_root: Optional[str], workdir: Path,
-                        results_dir: Optional[Path] = None) -> ResultRow:
-    """One cell in a fresh interpreter; a crash or timeout is turned into a row."""
-    from bench.cell.run import failed_row
-    import json
-
-    cell_file = workdir / f"{cell.cell_id}.cell.json"
-    row_file = workdir / f"{cell.cell_id}.row.json"
-    cell_file.write_text(cell.to_json())
-    cmd = [sys.executable, "-m", "bench.cell.run", str(cell_file), str(row_file), data_root or "",
-           str(Path(results_dir).resolve()) if results_dir else ""]  # profiled cells write traces there
-    start = time.perf_counter()
-    try:
-        proc = subprocess.run(
-            cmd, cwd=REPO_ROOT, env=_thread_env(cell), capture_output=True, text=True,
-            timeout=cell.settings.timeout_s,
-        )
-    except subprocess.TimeoutExpired:
-        return failed_row(cell, "timeout", f"cell exceeded its timeout of {cell.settings.timeout_s:.0f} s",
-                          time.perf_counter() - start)
-    if row_file.exists():
-        data = json.loads(row_file.read_text())
-        return ResultRow(**data)
-    tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-1:] or ["no output"]
-    why = ""
-    if proc.returncode == -9:  # SIGKILL from outside: on Linux almost always the out-of-memory killer
-        why = (" (killed by SIGKILL, usually the kernel's out-of-memory killer: "
-               "use a smaller batch_size or model, or a machine with more memory)")
-    return failed_row(cell, "failed", f"cell process exited with {proc.returncode}{why}: {tail[0]}",
-                      time.perf_counter() - start)
+def _failures(cells: list[Cell], results_dir: Path) -> list[CellFailure]:
+    latest = latest_attempts(read_history(results_dir)).set_index("cell_id")
+    failures = []
+    for cell in cells:
+        if cell.cell_id not in latest.index:
+            continue  # not run (pending job): counted apart
+        row = latest.loc[cell.cell_id]
+        if row["status"] != "ok":
+            error = (str(row["error"] or "").strip().splitlines() or [""])[0]
+            failures.append(CellFailure(cell.label, cell.cell_id, row["status"], error))
+    return failures
 
 
 def run_grid(
@@ -98,24 +88,34 @@ def run_grid(
     data_root: Optional[str] = None,
     progress: bool = True,
     on_row: Optional[Callable[[ResultRow], None]] = None,
+    retry: str = DEFAULT_RETRY,
+    launcher: Optional[Launcher] = None,
 ) -> RunSummary:
-    """Run the grid's unfinished cells, appending each row to results_dir/results.parquet, then report."""
+    """Run the grid's cells that need a run, store each row, then compact and report.
+
+    A stop signal (SIGTERM, SIGINT, SIGHUP) raises `bench.run.signals.Interrupted` here after
+    the running cell's process group is ended and scratch files are removed.
+    """
+    results_dir = Path(results_dir)
     cells = grid.cells if cells is None else cells
-    done = finished_cell_ids(results_dir)
-    todo = [c for c in cells if c.cell_id not in done]
+    launcher = launcher or LocalLauncher()
+    busy = launcher.in_flight(results_dir)
+    todo = [(c, a) for c, a in cells_to_run(cells, read_history(results_dir), retry) if c.cell_id not in busy]
     statuses: dict[str, int] = {}
-    with tempfile.TemporaryDirectory(prefix="scplbench-") as tmp:
-        bar = tqdm(todo, desc=grid.name, unit="cell", disable=not progress, dynamic_ncols=True)
-        for cell in bar:
-            bar.set_postfix_str(cell.label)
-            row = run_cell_subprocess(cell, data_root, Path(tmp), results_dir)
-            append_rows(results_dir, [row])
-            statuses[row.status] = statuses.get(row.status, 0) + 1
-            if row.status != "ok":
-                tqdm.write(f"[{row.status}] {cell.label}: {row.error}")
-            if on_row:
-                on_row(row)
+
+    def record(row: ResultRow) -> None:
+        statuses[row.status] = statuses.get(row.status, 0) + 1
+        if row.status != "ok":
+            tqdm.write(f"[{row.status}] {row.cell_id[:10]}: {(str(row.error or '').splitlines() or [''])[0]}")
+        if on_row:
+            on_row(row)
+
+    with interrupt_on_signals():
+        pending = launcher.launch(todo, LaunchContext(grid.name, results_dir, data_root, progress), record)
+        if not pending:
+            compact(results_dir)  # results.parquet holds every row once the run is over
     from bench.report.write import write_report
 
     report = write_report(results_dir)  # tables (and figures) regenerated from everything measured so far
-    return RunSummary(ran=len(todo), skipped=len(cells) - len(todo), statuses=statuses, report=report)
+    return RunSummary(ran=len(todo), skipped=len(cells) - len(todo), statuses=statuses, report=report,
+                      failures=_failures(cells, results_dir), pending=pending)

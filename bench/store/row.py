@@ -15,8 +15,9 @@ import pyarrow as pa
 
 __all__ = ["SCHEMA_VERSION", "ResultRow", "ARROW_SCHEMA", "STATUSES"]
 
-SCHEMA_VERSION = 1
-STATUSES = ("ok", "failed", "nan", "timeout")
+SCHEMA_VERSION = 2  # 2: attempt, attempt_id, finished_at (a cell's rows are its attempts)
+STATUSES = ("ok", "failed", "nan", "timeout", "killed")
+"""Every status a row can have: "killed" is a cell process ended by a signal (e.g. the OOM killer)."""
 
 
 @dataclass
@@ -34,6 +35,10 @@ class ResultRow:
     seed: int
     status: str = "ok"
     error: Optional[str] = None
+    # attempts: every run of a cell is kept; readers take the latest (bench/store/read.py)
+    attempt: Optional[int] = None  # 1, 2, ... per cell; None (old rows) = order of appearance
+    attempt_id: Optional[str] = None  # unique per attempt: deduplicates a row merged but not yet deleted
+    finished_at: Optional[str] = None  # UTC ISO time the attempt's row was stored
     # where it ran
     device_kind: Optional[str] = None
     device_names: list[str] = field(default_factory=list)
@@ -42,6 +47,7 @@ class ResultRow:
     cores: Optional[int] = None
     oversubscribed: Optional[bool] = None
     balance: list[int] = field(default_factory=list)
+    executor: Optional[str] = None  # "sequential" | "threads" | "processes" | "ranks" (bench/execution/choice.py)
     stage_costs_s: list[float] = field(default_factory=list)  # profiled (on <= 64 samples) to choose the balance
     # timing
     warmup_steps: Optional[int] = None

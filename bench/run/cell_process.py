@@ -1,0 +1,77 @@
+"""One cell in a fresh interpreter, in its own process group; a crash or timeout becomes a row."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from bench import REPO_ROOT
+from bench.grid import Cell
+from bench.run.cell_entry import PARENT_PID_ENV
+from bench.run.process_group import run_in_new_group
+from bench.store.row import ResultRow
+
+__all__ = ["run_cell_subprocess", "cell_env"]
+
+
+def cell_env(cell: Cell) -> dict:
+    """Thread budget for the child, set before it imports torch."""
+    from bench.execution.devices import available_cores
+
+    env = dict(os.environ)
+    threads = cell.settings.threads_per_device or max(1, available_cores() // cell.devices)
+    env["OMP_NUM_THREADS"] = str(threads)
+    env["MKL_NUM_THREADS"] = str(threads)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env[PARENT_PID_ENV] = str(os.getpid())
+    return env
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+def run_cell_subprocess(cell: Cell, data_root: Optional[str], workdir: Path,
+                        results_dir: Optional[Path] = None) -> ResultRow:
+    """Run `cell` under `bench.run.cell_entry` (group leader) with its timeout; always returns a row.
+
+    Statuses: the cell's own (ok, nan, failed), "timeout" past `timeout_s`, "killed" when the
+    cell process died by a signal (SIGKILL is almost always the out-of-memory killer), "failed"
+    when it exited without a row.
+    """
+    from bench.cell.run import failed_row
+
+    workdir = Path(workdir)
+    cell_file = workdir / f"{cell.cell_id}.cell.json"
+    row_file = workdir / f"{cell.cell_id}.row.json"
+    cell_file.write_text(cell.to_json())
+    row_file.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "bench.run.cell_entry", str(cell_file), str(row_file), data_root or "",
+           str(Path(results_dir).resolve()) if results_dir else ""]  # profiled cells write traces there
+    start = time.perf_counter()
+    try:
+        result = run_in_new_group(cmd, cell.settings.timeout_s, workdir / cell.cell_id, cell_env(cell), REPO_ROOT)
+        elapsed = time.perf_counter() - start
+        if result.timed_out:
+            return failed_row(cell, "timeout", f"cell exceeded its timeout of {cell.settings.timeout_s:.0f} s", elapsed)
+        if row_file.exists():
+            return ResultRow(**json.loads(row_file.read_text()))
+        tail = (result.output_tail.splitlines() or ["no output"])[-1]
+        if result.returncode is not None and result.returncode < 0:
+            why = ""
+            if result.returncode == -signal.SIGKILL:
+                why = (", usually the kernel's out-of-memory killer: "
+                       "use a smaller batch_size or model, or a machine with more memory")
+            return failed_row(cell, "killed", f"cell process killed by {_signal_name(result.returncode)}{why}: {tail}",
+                              elapsed)
+        return failed_row(cell, "failed", f"cell process exited with {result.returncode}: {tail}", elapsed)
+    finally:
+        cell_file.unlink(missing_ok=True)
+        row_file.unlink(missing_ok=True)
