@@ -15,13 +15,19 @@ REPO_ROOT = Path(__file__).resolve().parent
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    from bench.grid.cells import shipped_grids
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--grid", required=True, help="shipped grid name (smoke, demo, speedup) or a YAML path")
+    parser.add_argument("--grid", required=True,
+                        help=f"a shipped grid by name ({', '.join(shipped_grids())}) or a YAML path")
     parser.add_argument("--data-root", default=None, help="folder with real datasets (else $SCPLBENCH_DATA, ./datasets)")
     parser.add_argument("--results", default=None, help="results folder (default results/<grid>)")
     parser.add_argument("--dry-run", action="store_true", help="list the cells and exit")
     parser.add_argument("--only", action="append", default=[], metavar="KEY=VALUE|ID",
                         help="run only cells whose KEY equals VALUE (repeatable), or whose id starts with ID")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                        help="override a grid value (repeatable), validated like the file: "
+                             "--set settings.steps=2 --set axes.batch_size=[32]")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     from bench.run.cli import add_run_arguments
 
@@ -33,22 +39,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from bench.grid import GridError, load_grid
     from bench.grid.data_files import check_data_files
-    from bench.run.runner import run_grid, select_cells
+    from bench.grid.filters import select_cells
+    from bench.run.runner import run_grid
 
     try:
-        grid = load_grid(args.grid)
+        grid = load_grid(args.grid, overrides=args.overrides)
         cells = select_cells(grid.cells, args.only)
     except GridError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("\n".join(f"error: {line}" for line in exc.problems), file=sys.stderr)
         return 2
     if not cells:
-        print(f"error: --only {args.only} matches none of the {len(grid.cells)} cells of {grid.name}", file=sys.stderr)
+        print(f"error: --only {' '.join(args.only)} matches none of the {len(grid.cells)} cells of {grid.name}",
+              file=sys.stderr)
         return 2
     results_dir = Path(args.results) if args.results else REPO_ROOT / "results" / grid.name
     if args.dry_run:
-        for cell in cells:
-            print(f"{cell.cell_id}  {cell.label}")
-        print(f"{len(cells)} cells")
+        from bench.run.dry_run import dry_run_text
+
+        print(dry_run_text(cells, results_dir))
         return 0
     try:
         check_data_files(cells, args.data_root)

@@ -12,15 +12,16 @@ stage's label-path input (needed by the autoencoder loss).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from models import StagedModel, count_parameters, payload_to
 
-from .base import DecoupledMethod, MethodConfig, StageStep, make_optimizer
+from .base import DecoupledMethod, MethodConfig, MethodOptions, StageStep, make_optimizer
 from .registry import register_method
 
 __all__ = ["AL", "ALStageStep"]
@@ -79,25 +80,28 @@ class ALStageStep(StageStep):
         return self.encoder(s), self.block.label_encoder(t_in), t_in
 
 
+class ALOptions(MethodOptions):
+    hidden: Optional[int] = Field(None, ge=1, description="None = the reference width for the model")
+    detach_bridge_target: bool = True
+    bridge_factor: int = Field(5, ge=1)
+
+
 @register_method("al")
 class AL(DecoupledMethod):
-    OPTIONS = ("hidden", "detach_bridge_target", "bridge_factor")
+    Options = ALOptions
 
     def __init__(self, model: StagedModel, config: MethodConfig) -> None:
         super().__init__(model, config)
-        opts = config.options
-        unknown = set(opts) - set(self.OPTIONS)
-        if unknown:
-            raise ValueError(f"al: unknown options {sorted(unknown)}; valid: {self.OPTIONS}")
+        opts = self.options
         default_hidden = TEXT_HIDDEN if model.modality == "text" else 500
-        hidden = int(opts.get("hidden") or DEFAULT_HIDDEN.get(getattr(model, "name", ""), default_hidden))
-        factor = int(opts.get("bridge_factor", 5))
+        hidden = int(opts.hidden or DEFAULT_HIDDEN.get(getattr(model, "name", ""), default_hidden))
+        factor = opts.bridge_factor
         label_dims = [model.num_classes] + [hidden] * (model.num_stages - 1)
         self.blocks = nn.ModuleList(
             ALBlock(dim, label_in, hidden, model.modality, factor)
             for dim, label_in in zip(model.feature_dims, label_dims)
         )
-        detach = bool(opts.get("detach_bridge_target", True))
+        detach = opts.detach_bridge_target
         self.steps = [
             ALStageStep(
                 k, stage, ALObjective(model.reducers[k], self.blocks[k], detach),

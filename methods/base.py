@@ -11,16 +11,46 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Callable, ClassVar, Optional, Sequence
 
 import torch
+from pydantic import BaseModel, ConfigDict
 from torch import nn
 from torch.profiler import record_function
 
 from models import StagedModel, count_parameters, detach_payload, payload_to
+from models.description import ModelDescription
 from models.staged import Payload
 
-__all__ = ["MethodConfig", "StageStep", "Method", "DecoupledMethod", "make_optimizer"]
+__all__ = ["Execution", "MethodConfig", "MethodOptions", "StageStep", "Method", "DecoupledMethod", "make_optimizer"]
+
+
+class Execution(str, Enum):
+    """How a method's training may be scheduled: the one attribute every executor choice reads.
+
+    COUPLED: one `train_step` per batch; the chain rule orders every stage, so on
+        N devices it is naive model parallelism, run sequentially (BP, torchgpipe
+        whose own engine pipelines inside the step).
+    DECOUPLED: independent `StageStep`s (local losses); stage k may work on batch
+        t+1 while stage k+1 works on batch t, so N devices run pipelined.
+    RANKS: the method runs its own rank processes (DDP, torch.distributed.pipelining)
+        through `rank_job`.
+    """
+
+    COUPLED = "coupled"
+    DECOUPLED = "decoupled"
+    RANKS = "ranks"
+
+
+class MethodOptions(BaseModel):
+    """A method's `method_options`, typed: subclasses declare fields with types, ranges, choices.
+
+    Strict and closed, like the grid's settings: the grid refuses a wrong option
+    before any cell runs, naming `settings.method_options.<method>.<key>`.
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
 @dataclass
@@ -75,10 +105,6 @@ class StageStep(nn.Module):
         self.objective = objective
         self.optimizer = make_opt(list(self.parameters()))
         self.device = torch.device("cpu")
-        # schedule(i) -> "train" | "forward" | "skip" for the i-th batch this stage sees
-        # (DASCPL's dynamic layer accumulation); None = always train.
-        self.schedule: Optional[Callable[[int], str]] = None
-        self.calls = 0
 
     def place(self, device: torch.device) -> None:
         self.to(device)
@@ -94,14 +120,6 @@ class StageStep(nn.Module):
         # gradient must never reach an earlier stage.
         x = detach_payload(payload_to(x, self.device))
         y = y.to(self.device)
-        mode = self.schedule(self.calls) if self.schedule else "train"
-        self.calls += 1
-        if mode != "train":
-            zero = torch.zeros((), device=self.device)
-            if mode == "skip":  # forward shortcut: no later stage uses this output
-                return x, zero
-            with torch.no_grad(), record_function(f"stage{k}/forward"):
-                return detach_payload(self.encode(x, y)), zero
         self.optimizer.zero_grad(set_to_none=True)
         with record_function(f"stage{k}/forward"):
             out = self.encode(x, y)
@@ -113,10 +131,12 @@ class StageStep(nn.Module):
             self.optimizer.step()
         return detach_payload(out), loss.detach()
 
-    chunks = 1  # micro-batches per batch the executor should feed (SCPL + GPipe uses more)
-
     def accept(self, x: Payload, y: torch.Tensor, chunk: int, chunks: int) -> tuple[Payload, Optional[torch.Tensor]]:
-        """Executor entry point for micro-batch `chunk` of `chunks`; whole batches here."""
+        """Executor entry point: micro-batch `chunk` of `chunks` of one batch (see `Method.micro_batches`).
+
+        A stage that returns None as the loss has not finished its batch yet
+        (it updates once the last micro-batch has arrived).  Whole batches here.
+        """
         if chunks != 1:
             raise ValueError(f"{type(self).__name__} trains on whole batches, not {chunks} micro-batches")
         return self(x, y)
@@ -125,25 +145,44 @@ class StageStep(nn.Module):
 class Method(ABC):
     """Uniform adapter: the runner knows nothing about any particular method.
 
-    Subclasses set `name`, `decoupled` and `min_batch_size`, build their modules
+    Subclasses set `execution`, `min_batch_size` and `Options`, build their modules
     from a `StagedModel` in `__init__`, and implement `train_step` (coupled
     methods) or `stage_steps` (decoupled ones; `train_step` then runs them in order).
     """
 
     name: ClassVar[str] = ""
-    decoupled: ClassVar[bool] = False
+    execution: ClassVar[Execution] = Execution.COUPLED
     min_batch_size: ClassVar[int] = 1
-    OPTIONS: ClassVar[tuple[str, ...]] = ()  # keys this method accepts in `config.options`
-    execution: ClassVar[str] = "staged"  # "staged": bench executors; "processes": one process per device
+    Options: ClassVar[type[MethodOptions]] = MethodOptions  # the `method_options` it accepts
+    # Micro-batches per batch an executor feeds each stage step (SCPL + GPipe: its `chunks`);
+    # 1 = whole batches.  An instance attribute when it depends on the options.
+    micro_batches: int = 1
 
     def __init__(self, model: StagedModel, config: MethodConfig) -> None:
         self.model = model
         self.config = config
+        # typed and checked here too, for methods built outside a grid (tests, notebooks)
+        self.options = self.Options.model_validate(config.options)
 
     @classmethod
-    def incompatibility(cls, *, modality: str, batch_size: int, devices: int, options: dict) -> str | None:
-        """Why this method cannot run such a cell (checked before any cell runs), or None."""
+    def option_names(cls) -> tuple[str, ...]:
+        """Keys this method accepts in `config.options`."""
+        return tuple(cls.Options.model_fields)
+
+    @classmethod
+    def incompatibility(cls, *, model: ModelDescription, batch_size: int, devices: int,
+                        options: dict) -> str | None:
+        """Why this method cannot run such a cell (checked before any cell runs), or None.
+
+        `model` describes the built network (modality, stage count, what each
+        stage outputs), so a method x model mismatch is refused up front.
+        """
         return None
+
+    @property
+    def decoupled(self) -> bool:
+        """Whether training is made of independent stage steps (`execution` is DECOUPLED)."""
+        return self.execution is Execution.DECOUPLED
 
     # -- training -------------------------------------------------------------
     def stage_steps(self) -> list[StageStep]:
@@ -198,7 +237,7 @@ class DecoupledMethod(Method):
     Subclasses fill `self.steps` (one `StageStep` per stage) in `__init__`.
     """
 
-    decoupled = True
+    execution = Execution.DECOUPLED
     steps: list[StageStep]
 
     def stage_steps(self) -> list[StageStep]:

@@ -23,8 +23,6 @@ __all__ = ["BP"]
 
 @register_method("bp")
 class BP(Method):
-    decoupled = False
-
     def __init__(self, model: StagedModel, config: MethodConfig) -> None:
         super().__init__(model, config)
         self.optimizer = make_optimizer(model.parameters(), config)

@@ -32,16 +32,18 @@ module only with one module per CUDA device; one process peak RSS on CPU).
 from __future__ import annotations
 
 import copy
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from models import StagedModel, payload_to
+from models.description import ModelDescription
 from models.staged import Payload
 
-from .base import DecoupledMethod, MethodConfig, StageStep, make_optimizer
+from .base import DecoupledMethod, MethodConfig, MethodOptions, StageStep, make_optimizer
 from .context_supply import ContextMode, ContextSupply
 from .losses import supcon_loss
 from .registry import register_method
@@ -172,20 +174,24 @@ def _module_channels(model: StagedModel) -> tuple[int, list[int]]:
     return in_channels, channels
 
 
+class ContSupOptions(MethodOptions):
+    context: str = Field("E", description="R0 | E | R<n> | R<n>E (ContextMode grammar)")
+    local_loss: Literal["contrast", "cross_entropy"] = "contrast"
+    temperature: float = Field(DEFAULT_TEMPERATURE, gt=0)
+    feature_dim: int = Field(DEFAULT_FEATURE_DIM, ge=1)
+
+
 @register_method("contsup")
 class ContSup(DecoupledMethod):
-    OPTIONS = ("context", "local_loss", "temperature", "feature_dim")
+    Options = ContSupOptions
 
     def __init__(self, model: StagedModel, config: MethodConfig) -> None:
         super().__init__(model, config)
-        opts = config.options
-        reason = self._option_problem(opts)
-        if reason:
-            raise ValueError(f"contsup: {reason}")
-        self.mode = ContextMode.parse(opts.get("context", "E"))
-        self.local_loss = opts.get("local_loss", "contrast")
-        temperature = float(opts.get("temperature", DEFAULT_TEMPERATURE))
-        feature_dim = int(opts.get("feature_dim", DEFAULT_FEATURE_DIM))
+        opts = self.options
+        self.mode = ContextMode.parse(opts.context)
+        self.local_loss = opts.local_loss
+        temperature = opts.temperature
+        feature_dim = opts.feature_dim
         num = model.num_stages
         if self.mode.residual > num - 1:
             raise ValueError(
@@ -209,27 +215,22 @@ class ContSup(DecoupledMethod):
             )
             self.steps.append(StageStep(k, module, objective, lambda p: make_optimizer(p, config)))
 
-    @staticmethod
-    def _option_problem(options: dict) -> Optional[str]:
-        unknown = sorted(set(options) - set(ContSup.OPTIONS))
-        if unknown:
-            return f"unknown options {unknown}; valid: {list(ContSup.OPTIONS)}"
+    @classmethod
+    def incompatibility(cls, *, model: ModelDescription, batch_size: int, devices: int,
+                        options: dict) -> str | None:
+        if model.modality != "vision" or not model.convolutional or not model.feature_maps_between_stages:
+            return (f"contsup trains convolutional modules with conv aux heads, so every module boundary must be "
+                    f"a (B, C, H, W) feature map; {model.name} ({model.modality}) outputs {list(model.stage_outputs)}: "
+                    "use resnet32 / resnet110")
+        opts = cls.Options.model_validate(options)
         try:
-            ContextMode.parse(options.get("context", "E"))
+            mode = ContextMode.parse(opts.context)
         except ValueError as exc:
             return str(exc)
-        if options.get("local_loss", "contrast") not in LOCAL_LOSS_MODES:
-            return f"local_loss {options['local_loss']!r} unknown; choose one of {list(LOCAL_LOSS_MODES)}"
-        return None
-
-    @classmethod
-    def incompatibility(cls, *, modality: str, batch_size: int, devices: int, options: dict) -> str | None:
-        if modality != "vision":
-            return "contsup trains convolutional modules with conv aux heads: use a vision model (resnet32 / resnet110)"
-        problem = cls._option_problem(options)
-        if problem:
-            return problem
-        if options.get("local_loss", "contrast") == "contrast" and batch_size < 2:
+        if mode.residual > model.num_stages - 1:
+            return (f"context {mode.name} reaches {mode.residual} modules back, but {model.num_stages} modules have "
+                    f"only {model.num_stages - 1} boundaries; use R1..R{max(model.num_stages - 1, 1)}")
+        if opts.local_loss == "contrast" and batch_size < 2:
             return f"local_loss contrast needs >= 2 samples per batch, got batch_size {batch_size}"
         return None
 

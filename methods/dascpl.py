@@ -13,22 +13,27 @@ while the stages after it still train; the last stage never stops.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
+from torch.profiler import record_function
 
-from models import StagedModel
+from models import StagedModel, detach_payload, payload_to
+from models.staged import Payload
 
-from .base import DecoupledMethod, MethodConfig, StageStep, make_optimizer
+from .base import DecoupledMethod, MethodConfig, MethodOptions, StageStep, make_optimizer
 from .exits import ExitsMixin
 from .predictors import make_predictor
 from .projectors import make_projector
 from .registry import register_method
 from .scpl import ContrastiveObjective
 
-__all__ = ["DASCPL", "accumulation_schedules"]
+__all__ = ["DASCPL", "AccumulatingStageStep", "accumulation_schedules"]
+
+Schedule = Callable[[int], str]  # i-th batch this stage sees -> "train" | "forward" | "skip"
 
 
 class PredictorObjective(ContrastiveObjective):
@@ -61,45 +66,82 @@ def accumulation_schedules(num_stages: int, triggers: Optional[Sequence[int]], m
     raise ValueError(f"accumulation mode {mode!r}: choose 'forward' or 'reverse'")
 
 
+class AccumulatingStageStep(StageStep):
+    """A stage step that trains, only forwards, or is skipped, by its accumulation schedule.
+
+    The schedule state (how many batches this stage has seen) is DASCPL's, so
+    it lives here rather than on every `StageStep`.
+    """
+
+    def __init__(self, index, encoder, objective, make_opt, schedule: Optional[Schedule]) -> None:
+        super().__init__(index, encoder, objective, make_opt)
+        self.schedule = schedule
+        self.calls = 0  # batches seen: the schedule's clock
+
+    def forward(self, x: Payload, y: torch.Tensor) -> tuple[Payload, torch.Tensor]:
+        mode = self.schedule(self.calls) if self.schedule else "train"
+        self.calls += 1
+        if mode == "train":
+            return super().forward(x, y)
+        x = detach_payload(payload_to(x, self.device))
+        zero = torch.zeros((), device=self.device)
+        if mode == "skip":  # forward shortcut: no later stage uses this output
+            return x, zero
+        with torch.no_grad(), record_function(f"stage{self.index}/forward"):
+            return detach_payload(self.encode(x, y.to(self.device))), zero
+
+
+class DASCPLOptions(MethodOptions):
+    predictor: Optional[Literal["l", "m"]] = Field(None, description="stage predictor; None = 'm'")
+    trigger_steps: Optional[list[int]] = Field(None, description="one trigger (batch index) per later stage")
+    trigger_epochs: Optional[list[int]] = Field(None, description="one trigger (epoch) per later stage")
+    accumulation: Literal["forward", "reverse"] = "forward"
+    steps_per_epoch: Optional[int] = Field(None, ge=1, description="set by the harness for trigger_epochs")
+
+
 @register_method("dascpl")
 class DASCPL(ExitsMixin, DecoupledMethod):
     min_batch_size = 2
-    OPTIONS = ("predictor", "trigger_steps", "trigger_epochs", "accumulation", "steps_per_epoch", "exit_policies")
+    Options = DASCPLOptions
 
     def __init__(self, model: StagedModel, config: MethodConfig) -> None:
         super().__init__(model, config)
-        opts = config.options
-        unknown = set(opts) - set(self.OPTIONS)
-        if unknown:
-            raise ValueError(f"dascpl: unknown options {sorted(unknown)}; valid: {self.OPTIONS}")
+        opts = self.options
         last = model.num_stages - 1
         self.projectors = nn.ModuleList(
             make_projector(config.projector, d, model.modality) for d in model.feature_dims
         )
         self.predictors = nn.ModuleList(
-            make_predictor(opts.get("predictor"), d, model.num_classes, model.modality)
+            make_predictor(opts.predictor, d, model.num_classes, model.modality)
             for d in model.feature_dims[:last]
         )
         heads = list(self.predictors) + [model.head]
-        self.steps = [
-            StageStep(
-                k, stage, PredictorObjective(model.reducers[k], self.projectors[k], heads[k], config),
-                lambda p: make_optimizer(p, config),
-            )
-            for k, stage in enumerate(model.stages)
-        ]
-        triggers = opts.get("trigger_steps")
-        if opts.get("trigger_epochs") is not None:
-            per_epoch = int(opts.get("steps_per_epoch") or 0)
-            if per_epoch <= 0:
+        triggers = opts.trigger_steps
+        if opts.trigger_epochs is not None:
+            if not opts.steps_per_epoch:
                 raise ValueError("trigger_epochs needs steps_per_epoch (the runner sets it)")
-            triggers = [int(e) * per_epoch for e in opts["trigger_epochs"]]
-        for step, schedule in zip(self.steps, accumulation_schedules(model.num_stages, triggers, opts.get("accumulation", "forward"))):
-            step.schedule = schedule
+            triggers = [e * opts.steps_per_epoch for e in opts.trigger_epochs]
+        schedules = accumulation_schedules(model.num_stages, triggers, opts.accumulation)
+        self.steps = [
+            AccumulatingStageStep(
+                k, stage, PredictorObjective(model.reducers[k], self.projectors[k], heads[k], config),
+                lambda p: make_optimizer(p, config), schedule,
+            )
+            for k, (stage, schedule) in enumerate(zip(model.stages, schedules))
+        ]
+
+    @classmethod
+    def incompatibility(cls, *, model, batch_size, devices, options):
+        opts = cls.Options.model_validate(options)
+        triggers = opts.trigger_steps if opts.trigger_epochs is None else opts.trigger_epochs
+        try:
+            accumulation_schedules(model.num_stages, triggers, opts.accumulation)
+        except ValueError as exc:
+            return str(exc)
+        return None
 
     def exit_classifiers(self) -> list[nn.Module]:
         return list(self.predictors) + [self.model.head]
-
 
     def affiliated_modules(self) -> list[nn.Module]:
         return [self.projectors, self.predictors]

@@ -42,7 +42,7 @@ def ddp_rank(rank, world, device, model, batches, config: MethodConfig, optimize
 @register_method("ddp")
 class DDP(ProcessMethod):
     @classmethod
-    def incompatibility(cls, *, modality, batch_size, devices, options):
+    def incompatibility(cls, *, model, batch_size, devices, options):
         if batch_size % devices:
             return f"batch_size {batch_size} must split evenly over {devices} data-parallel ranks"
         return None

@@ -6,16 +6,17 @@ exit's accuracy is reported too.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from models import StagedModel
 
 from .exits import ExitsMixin
-from .base import DecoupledMethod, MethodConfig, StageStep, make_optimizer
+from .base import DecoupledMethod, MethodConfig, MethodOptions, StageStep, make_optimizer
 from .predictors import make_predictor
 from .registry import register_method
 
@@ -34,13 +35,17 @@ class ExitObjective(nn.Module):
         return F.cross_entropy(self.classifier(self.reducer(out)), y)
 
 
+class EarlyExitOptions(MethodOptions):
+    predictor: Optional[Literal["l", "m"]] = Field(None, description="exit classifier; None = 'm'")
+
+
 @register_method("early_exit")
 class EarlyExit(ExitsMixin, DecoupledMethod):
-    OPTIONS = ("predictor",)
+    Options = EarlyExitOptions
 
     def __init__(self, model: StagedModel, config: MethodConfig) -> None:
         super().__init__(model, config)
-        predictor = config.options.get("predictor")
+        predictor = self.options.predictor
         last = model.num_stages - 1
         self.classifiers = nn.ModuleList(
             make_predictor(predictor, dim, model.num_classes, model.modality) for dim in model.feature_dims[:last]

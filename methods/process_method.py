@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Method, make_optimizer
+from .base import Execution, Method, make_optimizer
 
 __all__ = ["ProcessMethod", "device_sync", "timed_loop", "load_optimizer_state"]
 
@@ -55,7 +55,7 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, named: dict[str, nn.P
 class ProcessMethod(Method):
     """A coupled method executed by `bench.execution.processes.run_ranks`."""
 
-    execution = "processes"
+    execution = Execution.RANKS
 
     def __init__(self, model, config) -> None:
         super().__init__(model, config)

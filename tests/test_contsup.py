@@ -228,15 +228,38 @@ def test_cross_entropy_loss_equals_hand_computation():
 
 # -- validation and training ---------------------------------------------------------------------
 
+def _description(model: str, dataset: str = "cifar10@synthetic", **kwargs):
+    from data import get_spec
+    from models.build import build_model
+    from models.description import describe_model
+
+    spec = get_spec(dataset)
+    staged = build_model(model, spec, "meta", **kwargs)
+    dtype = torch.long if spec.modality == "text" else torch.float
+    return describe_model(staged, torch.zeros((2, *spec.input_shape), dtype=dtype, device="meta"), model)
+
+
 def test_incompatible_cells_are_rejected_up_front():
     cls = method_class("contsup")
-    ok = dict(modality="vision", batch_size=8, devices=2, options={"context": "R1E"})
+    ok = dict(model=_description("resnet32", modules=4), batch_size=8, devices=2, options={"context": "R1E"})
     assert cls.incompatibility(**ok) is None
-    assert "vision" in cls.incompatibility(**{**ok, "modality": "text"})
+    assert "feature map" in cls.incompatibility(**{**ok, "model": _description("transformer", "imdb@synthetic")})
+    assert "feature map" in cls.incompatibility(**{**ok, "model": _description("lstm", "imdb@synthetic")})
+    assert cls.incompatibility(**{**ok, "model": _description("vgg8")}) is None  # conv maps between all stages
     assert "2 samples" in cls.incompatibility(**{**ok, "batch_size": 1})
     assert cls.incompatibility(**{**ok, "batch_size": 1, "options": {"local_loss": "cross_entropy"}}) is None
     assert "context mode" in cls.incompatibility(**{**ok, "options": {"context": "F"}})
-    assert "unknown options" in cls.incompatibility(**{**ok, "options": {"ctx": "E"}})
+    assert "reaches 5 modules back" in cls.incompatibility(**{**ok, "options": {"context": "R5"}})
+
+
+def test_grid_refuses_contsup_on_a_model_it_cannot_wrap(tmp_path):
+    from bench.grid import GridError, load_grid
+
+    path = tmp_path / "g.yaml"
+    path.write_text("axes: {method: [contsup], model: [lstm], dataset: [imdb@synthetic], batch_size: [8], "
+                    "devices: [1]}\n")
+    with pytest.raises(GridError, match="contsup: contsup trains convolutional modules"):
+        load_grid(str(path))
 
 
 def test_short_training_on_synthetic_cifar_lowers_the_loss():

@@ -8,7 +8,7 @@ import pytest
 from bench.cell.run import run_cell
 from bench.report.figures import write_figures
 from bench.grid import Cell, CellSettings, GridError, load_grid
-from bench.profiling.schedule import ProfileSchedule
+from bench.grid.settings import ProfileSchedule
 from bench.store.parquet import append_rows, read_results
 from bench.report.timeline import TimelinePanel, save_figure, timeline_figure
 from bench.profiling.trace_events import find_trace_files, load_trace, load_trace_dir

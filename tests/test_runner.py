@@ -43,8 +43,8 @@ def test_smoke_grid_produces_complete_rows(tmp_path):
 def test_failing_cells_become_rows_and_others_still_run(tmp_path):
     grid = load_grid("smoke")
     ok = [c for c in grid.cells if c.method == "bp" and c.devices == 1][0]
-    nan = dataclasses.replace(ok, settings=dataclasses.replace(ok.settings, lr=1e20, steps=4))
-    slow = dataclasses.replace(ok, settings=dataclasses.replace(ok.settings, timeout_s=0.5, seed=7))
+    nan = dataclasses.replace(ok, settings=ok.settings.replace(lr=1e20, steps=4))
+    slow = dataclasses.replace(ok, settings=ok.settings.replace(timeout_s=0.5, seed=7))
     summary = run_grid(grid, tmp_path, cells=[nan, slow, ok], progress=False)
     frame = read_results(tmp_path).set_index("cell_id")
     assert summary.ran == 3

@@ -4,7 +4,8 @@ import pytest
 from bench.cell.run import run_cell
 from bench.grid import Cell, CellSettings, GridError
 from bench.cell.model_selection import SelectionCurve, segment_lengths
-from bench.grid.feasibility import validate_cell
+from bench.grid.feasibility import cell_problems
+from bench.grid.settings import settings_problems
 
 
 def test_segments_cover_every_untimed_step():
@@ -49,14 +50,21 @@ def test_cell_records_curve_noise_and_selected_accuracy():
 
 
 @pytest.mark.parametrize("settings, message", [
-    (dict(noise_rate=1.5), "noise_rate must be in [0, 1]"),
-    (dict(val_fraction=1.0), "val_fraction must be in [0, 1)"),
+    (dict(noise_rate=1.5), "settings.noise_rate: 1.5: Input should be less than 1"),
+    (dict(val_fraction=1.0), "settings.val_fraction: 1.0: Input should be less than 1"),
+    (dict(val_fraction=-0.1), "settings.val_fraction: -0.1: Input should be greater than or equal to 0"),
+])
+def test_bad_data_values_name_key_value_and_range(settings, message):
+    _, problems = settings_problems(settings)
+    assert problems == [message]
+
+
+@pytest.mark.parametrize("settings, message", [
     (dict(glove=True), "glove: true needs a text dataset"),
-    (dict(eval_points=3, train_steps=1), "eval_points 3 needs train_steps >= 2"),
+    (dict(eval_points=3, train_steps=1), "eval_points: 3 needs settings.train_steps >= 2"),
 ])
 def test_bad_data_settings_name_the_problem(settings, message):
-    with pytest.raises(GridError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
-        validate_cell(_cell(**settings), "g.yaml")
+    assert any(message in line for line in cell_problems(_cell(**settings))), cell_problems(_cell(**settings))
 
 
 def test_glove_cell_loads_rows_aligned_to_the_vocabulary(tmp_path):

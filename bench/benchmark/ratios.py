@@ -33,7 +33,7 @@ SETTINGS = CellSettings(warmup_steps=2, steps=6, eval_batches=1, eval_batch_size
 
 
 def _cell(method: str, model: str, dataset: str, batch: int, devices: int, threads: int, **options) -> Cell:
-    settings = dataclasses.replace(SETTINGS, threads_per_device=threads, device_kind="cpu", method_options=options)
+    settings = SETTINGS.replace(threads_per_device=threads, device_kind="cpu", method_options=options)
     return Cell("bench", method, model, dataset, batch, devices, 0, settings)
 
 

@@ -3,34 +3,41 @@
 The runner starts `python -m bench.cell.run CELL.json ROW.json` once per cell, with
 the thread budget in the environment before torch is imported, so no global
 flag of one cell can leak into the next, and a crash becomes a status.
+
+A cell runs in phases, each returning a typed record of what it measured:
+prepare the data, build and place the method, train untimed (for accuracy),
+time the warm-up + timed steps, evaluate, and profile.  The row is assembled
+from those records' columns, so each column is written in one place.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import json
 import math
-import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
-from bench.execution import choose_balance, resolve_devices, run_pipelined, run_sequential, stage_devices
-from bench.execution.processes import record_from_ranks, run_ranks
-from bench.cell.evaluation import accuracy, evaluate_exits, test_batches
-from bench.execution.record import NonFiniteLossError
-from bench.grid import Cell
-from bench.cell.measure import peak_memory, provenance, step_stats
-from bench.store.row import ResultRow
+from bench.cell.evaluation import ExitReport, accuracy, evaluate_exits, test_batches
+from bench.cell.measure import StepStats, peak_memory, provenance, step_stats
 from bench.cell.model_selection import SelectionCurve, segment_lengths
 from bench.cell.training_memory import training_memory_bytes
+from bench.execution.choice import choose_executor, run_training
+from bench.execution.devices import DeviceSet, resolve_devices
+from bench.execution.placement import choose_balance, stage_devices
+from bench.execution.record import NonFiniteLossError, RunRecord
+from bench.execution.sequential import run_sequential
+from bench.execution.threads import use_threads
+from bench.grid import Cell
+from bench.store.row import ResultRow
 from data.prepared import prepare_batches
 from models.build import build_model
 
-__all__ = ["run_cell", "failed_row"]
+__all__ = ["run_cell", "failed_row", "CellData", "PlacedMethod", "TimedRun", "Evaluation"]
 
 
 def _base_row(cell: Cell) -> ResultRow:
@@ -55,26 +62,112 @@ def failed_row(cell: Cell, status: str, error: str, duration_s: Optional[float] 
     return row
 
 
-def glove_embedding(dataset: str, spec, data_root: Optional[str], seed: int) -> tuple[torch.Tensor, float]:
+def glove_embedding(dataset: str, spec: Any, data_root: Optional[str], seed: int) -> tuple[torch.Tensor, float]:
     """GloVe rows aligned to the dataset's vocabulary (row i = word i), and the coverage."""
     from data import glove_path, load_glove, text_vocab
 
     return load_glove(glove_path(data_root), text_vocab(dataset, data_root), rows=spec.vocab_size, seed=seed)
 
 
-def run_cell(cell: Cell, data_root: Optional[str] = None, results_dir: Optional[Path] = None) -> ResultRow:
-    """Build, place, train (warm-up + timed steps), evaluate and measure one cell."""
+# -- phase records ------------------------------------------------------------------------------
+
+@dataclass
+class CellData:
+    """The splits and the batches built ahead of time (data loading never sits inside step time)."""
+
+    spec: Any
+    train_set: Any
+    val_batches: Optional[list]
+    test_batches: list
+    untimed: list
+    timed: list
+    data_time_s: float
+    batch_size: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Batches in one pass over the training split actually read (after the validation hold-out)."""
+        return math.ceil(len(self.train_set) / self.batch_size)
+
+    def columns(self) -> dict:
+        return {"data_time_s": self.data_time_s, "steps_per_epoch": self.steps_per_epoch}
+
+
+@dataclass
+class PlacedMethod:
+    """The method built around the model and placed on the devices."""
+
+    method: Any
+    devices: DeviceSet
+    balance: list[int]
+    stage_costs_s: list[float]
+    executor: str
+    glove_coverage: Optional[float] = None
+
+    def columns(self) -> dict:
+        d = self.devices
+        effective, affiliated = self.method.parameter_counts()
+        return {
+            "device_kind": d.kind, "device_names": list(d.names), "threads_per_device": d.threads_per_device,
+            "threads_total": d.total_threads, "cores": d.cores, "oversubscribed": d.oversubscribed,
+            "balance": self.balance, "stage_costs_s": self.stage_costs_s, "glove_coverage": self.glove_coverage,
+            "params_effective": effective, "params_affiliated": affiliated,
+            "executor": choose_executor(self.method, d.count, self.executor).value,
+        }
+
+
+@dataclass
+class TimedRun:
+    """Warm-up + timed steps through the cell's executor, and the memory they peaked at."""
+
+    record: RunRecord
+    stats: StepStats
+    samples_per_step: int
+    peak_mem_bytes: int
+    peak_mem_per_device: list[int]
+    peak_mem_kind: str
+    train_mem_bytes: list[int] = field(default_factory=list)
+
+    def columns(self, warmup_steps: int, steps_per_epoch: int) -> dict:
+        s = self.stats
+        return {
+            "warmup_steps": warmup_steps, "timed_steps": len(s.step_times_s), "step_times_s": s.step_times_s,
+            "step_time_median_s": s.median_s, "step_time_p10_s": s.p10_s, "step_time_p90_s": s.p90_s,
+            "timed_total_s": s.timed_total_s, "epoch_time_s": s.median_s * steps_per_epoch,
+            "epoch_time_kind": "extrapolated", "throughput_samples_s": self.samples_per_step / s.median_s,
+            "stage_busy_s": self.record.stage_busy_s, "device_busy_s": self.record.device_busy_s,
+            "final_train_loss": self.record.losses[-1],
+            "peak_mem_bytes": self.peak_mem_bytes, "peak_mem_per_device": self.peak_mem_per_device,
+            "peak_mem_kind": self.peak_mem_kind, "train_mem_bytes": self.train_mem_bytes,
+            "train_mem_max_bytes": max(self.train_mem_bytes) if self.train_mem_bytes else None,
+        }
+
+
+@dataclass
+class Evaluation:
+    """Accuracy of the deployed network, the selection curve, and every exit's accuracy and cost."""
+
+    test_acc: float
+    eval_samples: int
+    curve: SelectionCurve
+    exits: Optional[ExitReport]
+
+    def columns(self) -> dict:
+        out: dict = {"test_acc": self.test_acc, "eval_samples": self.eval_samples, **self.curve.columns()}
+        if self.exits is not None:
+            for name, value in vars(self.exits).items():
+                out[name if name.startswith("exit_") else f"exit_{name}"] = value
+        return out
+
+
+# -- phases ---------------------------------------------------------------------------------------
+
+def prepare_data(cell: Cell, data_root: Optional[str]) -> CellData:
+    """Load the splits and build the untimed and the timed batches ahead of time."""
     from data import get_spec, load_dataset
-    from methods import MethodConfig, create_method
 
-    wall_start = time.perf_counter()
     s = cell.settings
-    row = _base_row(cell)
-    devices = resolve_devices(cell.devices, s.device_kind, s.threads_per_device)
-    torch.set_num_threads(devices.threads_per_device)
-    torch.manual_seed(cell.seed)
     spec = get_spec(cell.dataset)
-
     t0 = time.perf_counter()
     split_args = dict(root=data_root, seed=cell.seed, val_fraction=s.val_fraction)
     train_set = load_dataset(cell.dataset, split="train", augment=s.augment, noise_rate=s.noise_rate, **split_args)
@@ -84,103 +177,113 @@ def run_cell(cell: Cell, data_root: Optional[str] = None, results_dir: Optional[
                               s.data_workers)
     timed = prepare_batches(train_set, cell.batch_size, s.warmup_steps + s.steps, cell.seed + 10_000, s.views,
                             spec.modality, spec, s.data_workers)
-    data_time = time.perf_counter() - t0
+    return CellData(
+        spec=spec, train_set=train_set,
+        val_batches=test_batches(val_set, s.eval_batch_size, s.eval_batches) if val_set is not None else None,
+        test_batches=test_batches(test_set, s.eval_batch_size, s.eval_batches),
+        untimed=untimed, timed=timed, data_time_s=time.perf_counter() - t0, batch_size=cell.batch_size,
+    )
 
+
+def build_and_place(cell: Cell, data: CellData, devices: DeviceSet, data_root: Optional[str]) -> PlacedMethod:
+    """Build the model and the method, choose the balance, and place the stages on the devices."""
+    from methods import MethodConfig, create_method
+
+    s = cell.settings
     model_kwargs = dict(s.model_kwargs)
+    coverage = None
     if s.glove:
-        model_kwargs["embedding_weights"], row.glove_coverage = glove_embedding(cell.dataset, spec, data_root, cell.seed)
-    model = build_model(cell.model, spec, **model_kwargs)
+        model_kwargs["embedding_weights"], coverage = glove_embedding(cell.dataset, data.spec, data_root, cell.seed)
+    model = build_model(cell.model, data.spec, **model_kwargs)
     options = s.options_for(cell.method)
-    if "trigger_epochs" in options:
-        options["steps_per_epoch"] = math.ceil(spec.train_size / cell.batch_size)
+    if options.get("trigger_epochs") is not None:
+        options["steps_per_epoch"] = data.steps_per_epoch  # of the split actually trained on
     config = MethodConfig(
         lr=s.lr, optimizer=s.optimizer, temperature=s.temperature, projector=s.projector,
         supcon_variant=s.supcon_variant, local_loss=s.local_loss, options=options,
     )
     method = create_method(cell.method, model, config)
-    balance, costs = choose_balance(method, devices.count, timed, s.balance)
+    balance, costs = choose_balance(method, devices.count, data.timed, s.balance)
     method.place(stage_devices(balance, devices.devices), balance)
+    return PlacedMethod(method, devices, balance, costs or [], s.executor, coverage)
 
-    eval_batches = test_batches(test_set, s.eval_batch_size, s.eval_batches)
-    val_batches = test_batches(val_set, s.eval_batch_size, s.eval_batches) if val_set is not None else None
+
+def train_untimed(cell: Cell, placed: PlacedMethod, data: CellData) -> SelectionCurve:
+    """The untimed training steps, with evaluations between segments (model selection)."""
+    s = cell.settings
     curve = SelectionCurve()
     done = 0
     for length in segment_lengths(s.train_steps, s.eval_points):
         if length:
-            run_sequential(method, untimed[done:done + length], devices, warmup_steps=0)
+            run_sequential(placed.method, data.untimed[done:done + length], placed.devices, warmup_steps=0)
             done += length
         if s.eval_points > 1:
-            curve.add(done, accuracy(method, eval_batches)[0],
-                      accuracy(method, val_batches)[0] if val_batches else None)
-    for device in devices.devices:
+            curve.add(done, accuracy(placed.method, data.test_batches)[0],
+                      accuracy(placed.method, data.val_batches)[0] if data.val_batches else None)
+    return curve
+
+
+def time_steps(cell: Cell, placed: PlacedMethod, data: CellData) -> TimedRun:
+    """Warm-up + timed steps through the cell's executor; peak and counted training memory."""
+    s = cell.settings
+    for device in placed.devices.devices:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-    if method.execution == "processes":
-        fn, args = method.rank_job(timed, balance, s.warmup_steps)
-        results = run_ranks(fn, devices, args, timeout_s=s.timeout_s)
-        method.absorb(results)
-        record = record_from_ranks(results, s.warmup_steps)
-    elif method.decoupled and devices.count > 1:
-        record = run_pipelined(method.stage_steps(), balance, devices, timed, s.warmup_steps, s.queue_depth)
-    else:
-        record = run_sequential(method, timed, devices, s.warmup_steps)
-    stats = step_stats(record)
-    peak, per_device, mem_kind = peak_memory(devices)
+    record = run_training(placed.method, data.timed, placed.devices, placed.balance, warmup_steps=s.warmup_steps,
+                          queue_depth=s.queue_depth, timeout_s=s.timeout_s, executor=s.executor)
+    peak, per_device, kind = peak_memory(placed.devices)
     # after the peak is read (it allocates); one extra, untimed step on a copy
-    train_mem = training_memory_bytes(method, timed[0]) if s.count_train_memory else []
-    acc, eval_samples = accuracy(method, eval_batches)
+    train_mem = training_memory_bytes(placed.method, data.timed[0]) if s.count_train_memory else []
+    return TimedRun(record, step_stats(record), cell.batch_size * s.views, peak, per_device, kind, train_mem)
+
+
+def evaluate(cell: Cell, placed: PlacedMethod, data: CellData, curve: SelectionCurve) -> Evaluation:
+    """Test (and validation) accuracy after all training, and every early exit's."""
+    s = cell.settings
+    acc, samples = accuracy(placed.method, data.test_batches)
+    if samples == 0:
+        raise ValueError("evaluation saw 0 test samples: the test split is empty")
     curve.add(s.train_steps + s.warmup_steps + s.steps, acc,
-              accuracy(method, val_batches)[0] if val_batches else None)
-    exits = evaluate_exits(method, eval_batches)
-    if exits is not None:
-        for name, value in dataclasses.asdict(exits).items():
-            setattr(row, f"exit_{name}" if not name.startswith("exit_") else name, value)
-    effective, affiliated = method.parameter_counts()
-    steps_per_epoch = math.ceil(spec.train_size / cell.batch_size)
+              accuracy(placed.method, data.val_batches)[0] if data.val_batches else None)
+    return Evaluation(acc, samples, curve, evaluate_exits(placed.method, data.test_batches))
 
-    row.device_kind = devices.kind
-    row.device_names = list(devices.names)
-    row.threads_per_device = devices.threads_per_device
-    row.threads_total = devices.total_threads
-    row.cores = devices.cores
-    row.oversubscribed = devices.oversubscribed
-    row.balance = balance
-    row.stage_costs_s = costs or []
-    row.warmup_steps = s.warmup_steps
-    row.timed_steps = s.steps
-    row.step_times_s = stats.step_times_s
-    row.step_time_median_s = stats.median_s
-    row.step_time_p10_s = stats.p10_s
-    row.step_time_p90_s = stats.p90_s
-    row.timed_total_s = stats.timed_total_s
-    row.steps_per_epoch = steps_per_epoch
-    row.epoch_time_s = stats.median_s * steps_per_epoch
-    row.epoch_time_kind = "extrapolated"
-    row.data_time_s = data_time
-    row.throughput_samples_s = cell.batch_size * s.views / stats.median_s
-    row.stage_busy_s = record.stage_busy_s
-    row.device_busy_s = record.device_busy_s
-    row.final_train_loss = record.losses[-1]
-    row.test_acc = acc
-    for column, value in curve.columns().items():
+
+def profile(cell: Cell, placed: PlacedMethod, data: CellData, timed_median_s: float,
+            results_dir: Optional[Path]) -> dict:
+    """A separate profiled run on a copy, after evaluation: neither timings nor accuracy see the profiler."""
+    from bench.profiling.profiler import cell_trace_dir, profile_cell, profile_columns
+
+    s = cell.settings
+    plan = s.profile
+    assert plan is not None
+    batches = prepare_batches(data.train_set, cell.batch_size, plan.batches(placed.devices.count, s.queue_depth),
+                              cell.seed + 20_000, s.views, data.spec.modality, data.spec)
+    trace_dir = cell_trace_dir(results_dir, cell.grid, cell.label, cell.cell_id)
+    result = profile_cell(placed.method, placed.devices, placed.balance, batches, plan, trace_dir, s.queue_depth,
+                          s.timeout_s, executor=s.executor)
+    return profile_columns(result, timed_median_s, results_dir)
+
+
+def run_cell(cell: Cell, data_root: Optional[str] = None, results_dir: Optional[Path] = None) -> ResultRow:
+    """Prepare, build, place, train (untimed, then warm-up + timed steps), evaluate, profile one cell."""
+    wall_start = time.perf_counter()
+    s = cell.settings
+    devices = resolve_devices(cell.devices, s.device_kind, s.threads_per_device)
+    use_threads(devices.threads_per_device)
+    torch.manual_seed(cell.seed)
+
+    data = prepare_data(cell, data_root)
+    placed = build_and_place(cell, data, devices, data_root)
+    curve = train_untimed(cell, placed, data)
+    timed = time_steps(cell, placed, data)
+    evaluation = evaluate(cell, placed, data, curve)
+    columns = {**data.columns(), **placed.columns(), **timed.columns(s.warmup_steps, data.steps_per_epoch),
+               **evaluation.columns()}
+    if s.profile is not None:
+        columns.update(profile(cell, placed, data, timed.stats.median_s, results_dir))
+    row = _base_row(cell)
+    for column, value in columns.items():
         setattr(row, column, value)
-    row.eval_samples = eval_samples
-    row.params_effective = effective
-    row.params_affiliated = affiliated
-    row.peak_mem_bytes = peak
-    row.peak_mem_per_device = per_device
-    row.peak_mem_kind = mem_kind
-    row.train_mem_bytes = train_mem
-    row.train_mem_max_bytes = max(train_mem) if train_mem else None
-    if s.profile is not None:  # after evaluation, on a copy: neither timings nor accuracy see the profiler
-        from bench.profiling.profiler import ProfileSchedule, cell_trace_dir, fill_profile_columns, profile_cell
-
-        plan = ProfileSchedule.from_setting(s.profile)
-        profile_batches = prepare_batches(train_set, cell.batch_size, plan.batches(devices.count, s.queue_depth),
-                                          cell.seed + 20_000, s.views, spec.modality, spec)
-        trace_dir = cell_trace_dir(results_dir, cell.grid, cell.label, cell.cell_id)
-        result = profile_cell(method, devices, balance, profile_batches, plan, trace_dir, s.queue_depth, s.timeout_s)
-        fill_profile_columns(row, result, stats.median_s, results_dir)
     row.duration_s = time.perf_counter() - wall_start
     return row
 
@@ -202,7 +305,7 @@ def main(argv: list[str]) -> int:
         traceback.print_exc()
     tmp = Path(row_path).with_suffix(".tmp")
     tmp.write_text(json.dumps(row.to_dict()))
-    os.replace(tmp, row_path)
+    tmp.replace(row_path)
     return 0
 
 

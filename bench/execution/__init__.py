@@ -1,12 +1,26 @@
-"""Where and when stages run: devices, placement, and the executors."""
-from .devices import DeviceSet, available_cores, resolve_devices, synchronize
-from .pipeline import run_pipelined
-from .placement import choose_balance, measure_stage_costs, stage_devices
-from .record import NonFiniteLossError, RunRecord
-from .sequential import run_sequential
+"""Where and when stages run: devices, the thread budget, placement, and the executors.
 
-__all__ = [
-    "DeviceSet", "available_cores", "resolve_devices", "synchronize", "run_pipelined",
-    "choose_balance", "measure_stage_costs", "stage_devices", "NonFiniteLossError",
-    "RunRecord", "run_sequential",
-]
+Names are resolved lazily (PEP 562), so importing `bench.execution.threads`
+(the grid loader does) does not import torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DeviceSet": "devices", "resolve_devices": "devices", "synchronize": "devices",
+    "available_cores": "threads", "cores_per_device": "threads",
+    "run_pipelined": "pipeline", "run_sequential": "sequential",
+    "choose_balance": "placement", "measure_stage_costs": "placement", "stage_devices": "placement",
+    "NonFiniteLossError": "record", "RunRecord": "record",
+    "Executor": "choice", "choose_executor": "choice", "run_training": "choice",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

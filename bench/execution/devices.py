@@ -8,23 +8,16 @@ and is flagged in its result row.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
+from .threads import available_cores, cores_per_device
+
 __all__ = ["DeviceSet", "resolve_devices", "synchronize", "available_cores", "DEVICE_KINDS"]
 
 DEVICE_KINDS = ("auto", "cpu", "cuda")
-
-
-def available_cores() -> int:
-    """Cores this process may use (respects taskset/cgroups affinity)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -66,7 +59,7 @@ def resolve_devices(count: int, kind: str = "auto", threads_per_device: Optional
         devices = tuple(torch.device("cuda", i) for i in range(count))
         names = tuple(torch.cuda.get_device_name(d) for d in devices)
         return DeviceSet("cuda", devices, names, threads_per_device or max(1, cores), cores)
-    threads = threads_per_device or max(1, cores // count)
+    threads = threads_per_device or cores_per_device(count)
     devices = tuple(torch.device("cpu") for _ in range(count))
     names = tuple(f"cpu-worker{i}" for i in range(count))
     return DeviceSet("cpu", devices, names, threads, cores)

@@ -24,6 +24,7 @@ from torch.profiler import record_function
 from models import payload_to
 
 from .devices import DeviceSet
+from .threads import use_threads
 from .record import RunRecord, check_finite
 
 __all__ = ["run_pipelined"]
@@ -65,6 +66,7 @@ def run_pipelined(
     warmup_steps: int,
     queue_depth: int = 2,
     on_batch_done: Optional[Callable[[int], None]] = None,
+    micro_batches: int = 1,
 ) -> RunRecord:
     """Run stage groups on their devices' workers; return when every batch has left the last stage.
 
@@ -78,7 +80,7 @@ def run_pipelined(
     for count in balance:
         groups.append(list(range(first, first + count)))
         first += count
-    chunks = steps[0].chunks  # SCPL + GPipe feeds micro-batches; others whole batches
+    chunks = micro_batches  # each batch is fed as this many micro-batches (Method.micro_batches)
     queues = [queue.Queue(maxsize=queue_depth * chunks) for _ in range(len(groups) + 1)]
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -90,7 +92,7 @@ def run_pipelined(
 
     def worker(d: int) -> None:
         device = devices.devices[d]
-        torch.set_num_threads(devices.threads_per_device)  # the budget is per thread under OpenMP
+        use_threads(devices.threads_per_device)  # the budget is per thread under OpenMP
         if device.type == "cuda":
             torch.cuda.set_device(device)
         try:

@@ -20,6 +20,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from .devices import DeviceSet
+from .threads import use_threads
 from .record import RunRecord, check_finite
 
 __all__ = ["run_ranks", "free_port", "record_from_ranks"]
@@ -43,7 +44,7 @@ def _from_bytes(blob: bytes) -> Any:
 
 def _rank_main(rank: int, world: int, port: int, devices: DeviceSet, fn: Callable, args_blob: bytes, results) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(devices.threads_per_device)
+    use_threads(devices.threads_per_device)
     device = devices.devices[rank]
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":

@@ -2,7 +2,7 @@
 
 A grid file:
 
-    name: smoke                     # optional, defaults to the file name
+    name: smoke                     # optional, defaults to the file name; a plain name
     axes:                           # expanded as a product
       method: [bp, scpl]
       model: [convnet]
@@ -10,102 +10,86 @@ A grid file:
       batch_size: [16]
       devices: [1, 2]
       trial: [0]                    # or an int N meaning trials 0..N-1
-    settings: {steps: 3, ...}       # fixed for every cell; see CellSettings
+    settings: {steps: 3, ...}       # fixed for every cell; see bench/grid/settings.py
     exclude: [{method: bp, devices: 2}]   # drop cells matching every key given
     include: [{method: bp, ...}]          # add cells (missing axes take the first value)
     include: [{method: contsup, settings: {method_options: {context: R0}}}]  # settings given replace the grid's
 
-Every cell is checked (names, device split, batch size, model/data fit) and
-the first problem is reported as one line naming the key and the valid choices.
+Every value is checked (types, ranges and choices by the settings schema; names,
+device split, batch size, method x model fit by `feasibility`), and every
+problem found is reported at once, one line each with its key path.
 """
 from __future__ import annotations
-
-from bench import REPO_ROOT
 
 import dataclasses
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterable, Optional
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-__all__ = ["GridError", "CellSettings", "Cell", "Grid", "load_grid", "resolve_grid_path", "GRIDS_DIR", "AXES"]
+from bench import REPO_ROOT
+
+from .settings import ADDED_DEFAULTS, CellSettings, format_validation_error, settings_problems
+
+__all__ = ["GridError", "CellSettings", "Cell", "Grid", "load_grid", "read_grid_file", "resolve_grid_path",
+           "apply_overrides", "shipped_grids", "GRIDS_DIR", "AXES"]
 
 GRIDS_DIR = REPO_ROOT / "bench" / "grids"
 AXES = ("method", "model", "dataset", "batch_size", "devices", "trial")
 TOP_LEVEL_KEYS = ("name", "description", "axes", "settings", "exclude", "include")
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class GridError(ValueError):
-    """A grid that cannot run as written; the message says what to change."""
+    """A grid that cannot run as written; each problem is one line saying what to change."""
+
+    def __init__(self, problems: "str | Iterable[str]") -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(dict.fromkeys(problems))
+        super().__init__("\n".join(self.problems))
 
 
-@dataclass(frozen=True)
-class CellSettings:
-    """Fixed settings of a cell. Anything not named here is rejected."""
+class _Axes(BaseModel):
+    """The axes' types; a scalar stands for a one-value list, `trial: N` for trials 0..N-1."""
 
-    warmup_steps: int = 2
-    steps: int = 10  # timed steps (per-step sampling); the epoch is extrapolated
-    eval_batches: Optional[int] = 4  # test batches for accuracy; null = the whole test set
-    eval_batch_size: int = 256
-    train_steps: int = 0  # untimed training steps before the timed ones (for accuracy)
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    temperature: float = 0.1
-    projector: Optional[str] = None
-    supcon_variant: str = "reference"
-    local_loss: str = "supcon"  # SCPL-style stages: supcon | suncet | ntxent
-    # method-specific options, either flat ({chunks: 8}: every method of the grid must accept them)
-    # or per method ({gpipe_dist: {chunks: 8}, dascpl: {trigger_steps: [5, 10]}})
-    method_options: dict = field(default_factory=dict)
-    views: int = 1  # 2 = the "strong" two-view batch of contrastive methods (2N samples)
-    augment: str = "none"
-    balance: Union[str, list] = "auto"  # "auto" (by measured stage time) | "even" | [stages per device]
-    device_kind: str = "auto"
-    # intra-op threads of each device's worker; null = the cores divided by the grid's largest
-    # device count (at least 1), so a "device" is the same resource in every cell of a grid
-    threads_per_device: Optional[int] = None
-    queue_depth: int = 2
-    timeout_s: float = 900.0
-    seed: int = 0
-    model_kwargs: dict = field(default_factory=dict)
-    # data handling (docs/DATA.md): a seeded validation hold-out of the training set for
-    # model selection, seeded label noise on the training split, GloVe for text embeddings
-    val_fraction: float = 0.1
-    noise_rate: float = 0.0
-    glove: bool = False
-    count_train_memory: bool = True  # train_mem_bytes: one extra untimed step on a copy (bench/training_memory.py)
-    data_workers: int = 0  # DataLoader workers preparing batches (before timing; pinned memory with CUDA)
-    eval_points: int = 1  # evaluations (val + test) spread over training; >1 enables model selection
-    # {wait, warmup, active}: extra profiled steps after the timed ones (docs/PROFILING.md); None = off
-    profile: Optional[dict] = None
+    model_config = ConfigDict(strict=True, extra="forbid")
 
-    def options_for(self, method: str) -> dict:
-        """The `method_options` that apply to `method` (see the field's comment)."""
-        from methods import list_methods
+    method: list[str] = Field(min_length=1)
+    model: list[str] = Field(min_length=1)
+    dataset: list[str] = Field(min_length=1)
+    batch_size: list[int] = Field(min_length=1)
+    devices: list[int] = Field(min_length=1)
+    trial: list[int] = Field([0], min_length=1)
 
-        opts = self.method_options
-        if opts and all(key in list_methods() and isinstance(v, dict) for key, v in opts.items()):
-            return dict(opts.get(method, {}))
-        return dict(opts)
-
+    @field_validator("method", "model", "dataset", "batch_size", "devices", "trial", mode="before")
     @classmethod
-    def from_mapping(cls, mapping: dict, where: str) -> "CellSettings":
-        valid = [f.name for f in dataclasses.fields(cls)]
-        for key in mapping:
-            if key not in valid:
-                raise GridError(f"{where}: unknown setting {key!r}; valid settings: {', '.join(valid)}")
-        if mapping.get("profile") is not None:
-            from bench.profiling.schedule import ProfileSchedule
+    def _as_list(cls, value: Any, info: Any) -> Any:
+        if info.field_name == "trial" and isinstance(value, int) and not isinstance(value, bool):
+            if value < 1:
+                raise ValueError(f"a trial count must be >= 1 (or give a list of trial indices like [0, 1])")
+            return list(range(value))
+        return value if isinstance(value, list) else [value]
 
-            try:
-                ProfileSchedule.from_setting(mapping["profile"])
-            except ValueError as exc:
-                raise GridError(f"{where}: {exc}") from None
-        return cls(**mapping)
+    @field_validator("batch_size", "devices")
+    @classmethod
+    def _positive(cls, values: list[int]) -> list[int]:
+        bad = [v for v in values if v < 1]
+        if bad:
+            raise ValueError(f"values must be positive integers, got {bad}")
+        return values
+
+    @field_validator("trial")
+    @classmethod
+    def _non_negative(cls, values: list[int]) -> list[int]:
+        bad = [v for v in values if v < 0]
+        if bad:
+            raise ValueError(f"trial indices must be >= 0, got {bad}")
+        return values
 
 
 @dataclass(frozen=True)
@@ -124,13 +108,17 @@ class Cell:
         return self.settings.seed + self.trial
 
     def identity(self) -> dict:
-        """Everything that determines the measurement (the grid name does not)."""
-        d = dataclasses.asdict(self)
-        d.pop("grid")
-        d["settings"].pop("timeout_s")
-        d["settings"]["method_options"] = self.settings.options_for(self.method)  # only what this method reads
-        if d["settings"].get("profile") is None:  # profiling off: ids stay those of older grids
-            d["settings"].pop("profile", None)
+        """Everything that determines the measurement (the grid name and the timeout do not)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("grid", "settings")}
+        settings = self.settings.as_dict()
+        settings.pop("timeout_s")
+        settings["method_options"] = self.settings.options_for(self.method)  # only what this method reads
+        if settings.get("profile") is None:  # profiling off: ids stay those of older grids
+            settings.pop("profile", None)
+        for key, default in ADDED_DEFAULTS.items():
+            if settings.get(key) == default:
+                settings.pop(key)
+        d["settings"] = settings
         return d
 
     @property
@@ -143,12 +131,14 @@ class Cell:
         return f"{self.method}/{self.model}/{self.dataset}/b{self.batch_size}/d{self.devices}/t{self.trial}"
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["settings"] = self.settings.as_dict()
+        return json.dumps(d)
 
     @classmethod
     def from_json(cls, text: str) -> "Cell":
         d = json.loads(text)
-        d["settings"] = CellSettings(**d["settings"])
+        d["settings"] = CellSettings.model_validate(d["settings"])
         return cls(**d)
 
 
@@ -160,6 +150,11 @@ class Grid:
     description: str = ""
 
 
+def shipped_grids() -> list[str]:
+    """Names of the grids shipped in bench/grids/ (what `--grid NAME` accepts)."""
+    return sorted(p.stem for p in GRIDS_DIR.glob("*.yaml"))
+
+
 def resolve_grid_path(name_or_path: str) -> Path:
     """A path that exists, else a shipped grid by name (with or without .yaml)."""
     path = Path(name_or_path)
@@ -168,14 +163,53 @@ def resolve_grid_path(name_or_path: str) -> Path:
     for candidate in (GRIDS_DIR / name_or_path, GRIDS_DIR / f"{name_or_path}.yaml"):
         if candidate.is_file():
             return candidate
-    shipped = sorted(p.name for p in GRIDS_DIR.glob("*.yaml"))
-    raise GridError(f"grid {name_or_path!r} not found: give a path to a YAML file or one of {shipped}")
+    raise GridError(f"grid {name_or_path!r} not found: give a path to a YAML file or one of {shipped_grids()}")
 
 
-def _as_list(key: str, value: Any) -> list:
-    if key == "trial" and isinstance(value, int):
-        return list(range(value))
-    return value if isinstance(value, list) else [value]
+def apply_overrides(raw: dict, overrides: Iterable[str]) -> list[str]:
+    """Apply `--set KEY=VALUE` overrides to the raw grid mapping in place; returns problems.
+
+    KEY is a dotted path (`settings.steps`, `axes.batch_size`,
+    `settings.method_options.gpipe.chunks`); VALUE is YAML (`[32, 64]`, `2`, `null`).
+    """
+    problems = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            problems.append(f"--set {item!r}: write KEY=VALUE, e.g. --set settings.steps=2")
+            continue
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            problems.append(f"--set {key}: {text!r} is not a YAML value")
+            continue
+        parts = key.split(".")
+        if parts[0] not in TOP_LEVEL_KEYS:
+            problems.append(f"--set {key}: unknown top-level key {parts[0]!r}; valid: {', '.join(TOP_LEVEL_KEYS)}")
+            continue
+        node = raw
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                problems.append(f"--set {key}: {part!r} is not a mapping in this grid")
+                break
+            node = child
+        else:
+            node[parts[-1]] = value
+    return problems
+
+
+def read_grid_file(path: Path) -> dict:
+    """The grid file's YAML as a mapping (GridError when it is not one)."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise GridError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise GridError(f"{path}: a grid must be a mapping with keys {', '.join(TOP_LEVEL_KEYS)}")
+    return raw
 
 
 def _matches(values: dict, rule: dict) -> bool:
@@ -191,53 +225,89 @@ def _same_size_devices(combos: list[tuple[dict, CellSettings]]) -> list[tuple[di
     keeps the paper's meaning (N devices = N times the hardware of one), and the
     resource-matched rivals (BP on N threads, DDP) are grid cells of their own.
     """
-    from bench.execution.devices import available_cores
+    from bench.execution.threads import cores_per_device
 
     if not combos:
         return combos
-    largest = max(int(c["devices"]) if isinstance(c["devices"], int) else 1 for c, _ in combos)
-    share = max(1, available_cores() // max(largest, 1))
-    return [(c, s if s.threads_per_device is not None else dataclasses.replace(s, threads_per_device=share))
+    share = cores_per_device(max(int(c["devices"]) for c, _ in combos))
+    return [(c, s if s.threads_per_device is not None else s.model_copy(update={"threads_per_device": share}))
             for c, s in combos]
 
 
-def load_grid(name_or_path: str) -> Grid:
-    """Read, expand and validate a grid; raises GridError with a one-line message."""
-    path = resolve_grid_path(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise GridError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise GridError(f"{path}: a grid must be a mapping with keys {TOP_LEVEL_KEYS}")
+def _check_structure(raw: dict, where: str) -> list[str]:
+    """Problems with the grid's top-level shape, its name, axes and rules (not yet the cells)."""
+    problems = []
     for key in raw:
         if key not in TOP_LEVEL_KEYS:
-            raise GridError(f"{path.name}: unknown key {key!r}; valid keys: {', '.join(TOP_LEVEL_KEYS)}")
-    name = raw.get("name") or path.stem
-    axes = raw.get("axes") or {}
-    for key in axes:
-        if key not in AXES:
-            raise GridError(f"{path.name}: unknown axis {key!r}; valid axes: {', '.join(AXES)}")
-    missing = [a for a in AXES if a not in axes and a != "trial"]
-    if missing:
-        raise GridError(f"{path.name}: axes {missing} missing; every grid names {', '.join(AXES[:-1])}")
-    axes = {a: _as_list(a, axes.get(a, [0])) for a in AXES}
-    settings = CellSettings.from_mapping(raw.get("settings") or {}, path.name)
-    for rules_key in ("exclude", "include"):
-        for rule in raw.get(rules_key) or []:
-            bad = [k for k in rule if k not in AXES and (rules_key, k) != ("include", "settings")]
+            problems.append(f"{where}: {key}: unknown key; valid keys: {', '.join(TOP_LEVEL_KEYS)}")
+    name = raw.get("name")
+    if name is not None and (not isinstance(name, str) or not PLAIN_NAME.match(name) or ".." in name):
+        problems.append(f"{where}: name: {name!r}: a grid name becomes a folder under results/: use letters, "
+                        "digits, '_', '-' and '.' only (no '/', no '..')")
+    for key in ("axes", "settings"):
+        if key in raw and not isinstance(raw[key], dict):
+            problems.append(f"{where}: {key}: must be a mapping ({key}: {{name: value, ...}}), "
+                            f"not a {type(raw[key]).__name__}")
+    for key in ("exclude", "include"):
+        rules = raw.get(key) or []
+        if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
+            problems.append(f"{where}: {key}: must be a list of mappings like [{{method: bp, devices: 2}}]")
+            continue
+        for i, rule in enumerate(rules):
+            bad = [k for k in rule if k not in AXES and (key, k) != ("include", "settings")]
             if bad:
-                raise GridError(f"{path.name}: {rules_key} rule uses {bad}; rules may only name axes {AXES} "
+                problems.append(f"{where}: {key}[{i}]: {bad}: rules may only name axes {', '.join(AXES)} "
                                 "(an include rule may also give settings)")
-    combos = [(dict(zip(AXES, values)), settings) for values in itertools.product(*(axes[a] for a in AXES))]
+    if not isinstance(raw.get("description", ""), str):
+        problems.append(f"{where}: description: must be text")
+    return problems
+
+
+def load_grid(name_or_path: str, overrides: Iterable[str] = (), check: bool = True) -> Grid:
+    """Read, override, expand and validate a grid; raises GridError listing every problem."""
+    path = resolve_grid_path(name_or_path)
+    raw = read_grid_file(path)
+    where = path.name
+    problems = apply_overrides(raw, overrides)
+    problems += _check_structure(raw, where)
+    if problems:
+        raise GridError(problems)
+    name = raw.get("name") or path.stem
+    if not PLAIN_NAME.match(name):
+        raise GridError(f"{where}: the file name {path.stem!r} is not a plain name; give the grid a `name:`")
+    axes = None
+    if "axes" not in raw:
+        problems.append(f"{where}: axes: missing; every grid names {', '.join(AXES[:-1])}")
+    else:
+        try:
+            axes = _Axes.model_validate(raw["axes"])
+        except ValidationError as exc:
+            problems += [f"{where}: {line}" for line in format_validation_error(exc, "axes")]
+    settings, settings_errors = settings_problems(raw.get("settings") or {}, "settings")
+    problems += [f"{where}: {line}" for line in settings_errors]
+    include_settings = []
+    for i, rule in enumerate(raw.get("include") or []):
+        extra = rule.get("settings")
+        if extra is None:
+            include_settings.append(None)
+            continue
+        merged = {**(raw.get("settings") or {}), **extra} if isinstance(extra, dict) else extra
+        rule_settings, errors = settings_problems(merged, f"include[{i}].settings")
+        problems += [f"{where}: {line}" for line in errors]
+        include_settings.append(rule_settings)
+    if problems or axes is None or settings is None:
+        raise GridError(problems)
+
+    values = {a: getattr(axes, a) for a in AXES}
+    combos = [(dict(zip(AXES, v)), settings) for v in itertools.product(*(values[a] for a in AXES))]
+    excluded = [(c, s) for c, s in combos if any(_matches(c, r) for r in raw.get("exclude") or [])]
     combos = [(c, s) for c, s in combos if not any(_matches(c, r) for r in raw.get("exclude") or [])]
-    for rule in raw.get("include") or []:
+    for rule, rule_settings in zip(raw.get("include") or [], include_settings):
         # Settings are not axes; an include rule may replace some for its cell (e.g. method_options),
         # so one grid can compare variants of a method that differ only in settings.
-        extra = rule.get("settings") or {}
-        rule_settings = CellSettings.from_mapping({**(raw.get("settings") or {}), **extra},
-                                                  f"{path.name}: include") if extra else settings
-        combos.append(({a: rule.get(a, axes[a][0]) for a in AXES}, rule_settings))
+        combos.append(({a: rule.get(a, values[a][0]) for a in AXES}, rule_settings or settings))
+    if not combos:
+        raise GridError(f"{where}: no cells: the exclude rules remove all {len(excluded)} cells of the axes")
     combos = _same_size_devices(combos)
     cells, seen = [], set()
     for combo, cell_settings in combos:
@@ -245,8 +315,22 @@ def load_grid(name_or_path: str) -> Grid:
         if cell.cell_id not in seen:
             seen.add(cell.cell_id)
             cells.append(cell)
-    from bench.grid.feasibility import validate_cell  # imports torch and the registries: only when needed
+    if check:
+        from .feasibility import cell_problems  # imports torch and the registries: only when needed
 
-    for cell in cells:
-        validate_cell(cell, path.name)
+        by_problem: dict[str, list[Cell]] = {}
+        for cell in cells:
+            for problem in cell_problems(cell):
+                by_problem.setdefault(problem, []).append(cell)
+        if by_problem:
+            raise GridError(f"{where}: cell {found[0].label}"
+                            + (f" (and {len(found) - 1} more like it)" if len(found) > 1 else "") + f": {problem}"
+                            for problem, found in by_problem.items())
     return Grid(name=name, path=path, cells=cells, description=raw.get("description", ""))
+
+
+def describe_problems(problems: list[str], limit: int = 40) -> str:
+    """The problems as printed: every line, or the first `limit` and how many more."""
+    shown = problems[:limit]
+    more = len(problems) - len(shown)
+    return "\n".join(shown + ([f"... and {more} more"] if more > 0 else []))

@@ -24,6 +24,7 @@ from __future__ import annotations
 from bench import REPO_ROOT
 
 import copy
+import functools
 import re
 import statistics
 from dataclasses import dataclass
@@ -33,15 +34,16 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
 
-from bench.execution import DeviceSet, RunRecord, run_pipelined, run_sequential
-from bench.execution.processes import record_from_ranks, run_ranks
-from bench.profiling.schedule import ProfileSchedule
+from bench.execution.choice import Executor, choose_executor, run_training
+from bench.execution.devices import DeviceSet
+from bench.execution.record import RunRecord
+from bench.grid.settings import ProfileSchedule
 from bench.profiling.thread_names import ThreadNameRecorder, name_threads
 from bench.profiling.trace_events import load_trace_dir
 from bench.profiling.trace_metrics import TraceSummary, stage_lanes, summarize_trace
 
 __all__ = ["ProfileResult", "ProfileSchedule", "profile_cell", "profiler_slowdown", "trace_dir_name", "profiled_rank",
-           "cell_trace_dir", "fill_profile_columns", "trace_worker_name"]
+           "cell_trace_dir", "profile_columns", "trace_worker_name"]
 
 
 @dataclass(frozen=True)
@@ -111,30 +113,29 @@ def _median_gap(record: RunRecord, indices: range) -> float:
 
 
 def _run_profiled(method, devices: DeviceSet, balance: Sequence[int], batches: Sequence, plan: ProfileSchedule,
-                  trace_dir: Path, queue_depth: int, timeout_s: float) -> RunRecord:
+                  trace_dir: Path, queue_depth: int, timeout_s: float, executor: str = "threads") -> RunRecord:
     """The cell's executor once more, under the profiler; `prof.step()` as each batch completes."""
-    if method.execution == "processes":
-        fn, args = method.rank_job(batches, balance, 0)
-        worker = trace_worker_name(method.name, devices.count, _batch_size(batches))
-        results = run_ranks(profiled_rank, devices, (fn, str(trace_dir), devices.kind == "cuda", worker, *args),
-                            timeout_s=timeout_s)
-        return record_from_ranks(results, 0)
+    worker = trace_worker_name(method.name, devices.count, _batch_size(batches))
+    run = functools.partial(run_training, method, batches, devices, balance, warmup_steps=0, queue_depth=queue_depth,
+                            timeout_s=timeout_s, executor=executor)
+    if choose_executor(method, devices.count, executor) in (Executor.RANKS, Executor.PROCESSES):
+        def under_profiler(fn: Callable, args: tuple) -> tuple[Callable, tuple]:
+            return profiled_rank, (fn, str(trace_dir), devices.kind == "cuda", worker, *args)
+
+        return run(rank_wrapper=under_profiler, absorb_results=False)
     prof = profile(
         activities=_activities(devices),
         schedule=schedule(wait=plan.wait, warmup=plan.warmup, active=plan.active, repeat=1),
-        on_trace_ready=tensorboard_trace_handler(
-            str(trace_dir), worker_name=trace_worker_name(method.name, devices.count, _batch_size(batches))),
+        on_trace_ready=tensorboard_trace_handler(str(trace_dir), worker_name=worker),
         experimental_config=_all_threads(),
     )
     with prof:
-        step = lambda i: prof.step()  # noqa: E731 - the executors call it in this thread
-        if method.decoupled and devices.count > 1:
-            return run_pipelined(method.stage_steps(), balance, devices, batches, 0, queue_depth, on_batch_done=step)
-        return run_sequential(method, batches, devices, 0, on_batch_done=step)
+        return run(on_batch_done=lambda i: prof.step())  # the executors call it in this thread
 
 
 def profile_cell(method, devices: DeviceSet, balance: Sequence[int], batches: Sequence, plan: ProfileSchedule,
-                 trace_dir: Path, queue_depth: int = 2, timeout_s: float = 900.0) -> ProfileResult:
+                 trace_dir: Path, queue_depth: int = 2, timeout_s: float = 900.0,
+                 executor: str = "threads") -> ProfileResult:
     """Train a copy of `method` on `batches` under the profiler; trace to `trace_dir`, summary back.
 
     A copy, so the profiled updates never change the trained model (the cell's
@@ -144,17 +145,18 @@ def profile_cell(method, devices: DeviceSet, balance: Sequence[int], batches: Se
     trace_dir.mkdir(parents=True, exist_ok=True)
     if len(batches) < plan.recorded_steps:
         raise ValueError(f"profiling needs {plan.recorded_steps} batches, got {len(batches)}")
-    trial = copy.deepcopy(method) if method.execution != "processes" else method  # ranks train pickled copies
+    in_ranks = choose_executor(method, devices.count, executor) in (Executor.RANKS, Executor.PROCESSES)
+    trial = method if in_ranks else copy.deepcopy(method)  # ranks train pickled copies
     before = {p.name for p in trace_dir.iterdir()}
     with ThreadNameRecorder("main (drives the run; ProfilerStep marks)") as recorder:
-        record = _run_profiled(trial, devices, balance, batches, plan, trace_dir, queue_depth, timeout_s)
-    if method.execution != "processes":  # ranks name their own threads (profiled_rank)
+        record = _run_profiled(trial, devices, balance, batches, plan, trace_dir, queue_depth, timeout_s, executor)
+    if not in_ranks:  # ranks name their own threads (profiled_rank)
         _name_new_traces(trace_dir, before, recorder.names, trace_dir.name)
     new = [trace_dir / n for n in sorted({p.name for p in trace_dir.iterdir()} - before)]
     trace = load_trace_dir(trace_dir, files=[f for f in new if ".pt.trace.json" in f.name])
     median = _median_gap(record, plan.active_indices())
     # a rank's labels name no model stage (the rank is the lane); staged labels map to their device
-    lanes = None if method.execution == "processes" else stage_lanes(balance)
+    lanes = None if in_ranks else stage_lanes(balance)
     summary = summarize_trace(trace, lanes=lanes)
     return ProfileResult(trace_dir, median, summary, len(trace.threads))
 
@@ -170,16 +172,19 @@ def cell_trace_dir(results_dir: Optional[Path], grid: str, label: str, cell_id: 
     return root / "traces" / trace_dir_name(label, cell_id)
 
 
-def fill_profile_columns(row, result: ProfileResult, timed_median_s: float, results_dir: Optional[Path]) -> None:
-    """Write the profiling columns of a result row (bench/schema.py)."""
+def profile_columns(result: ProfileResult, timed_median_s: float, results_dir: Optional[Path]) -> dict:
+    """The profiling columns of a result row (bench/store/row.py)."""
     root = Path(results_dir) if results_dir else None
     try:
-        row.trace_dir = str(result.trace_dir.relative_to(root)) if root else str(result.trace_dir)
+        trace_dir = str(result.trace_dir.relative_to(root)) if root else str(result.trace_dir)
     except ValueError:  # traces outside the results folder: keep the absolute path
-        row.trace_dir = str(result.trace_dir)
-    row.profiled_step_median_s = result.profiled_step_median_s
-    row.profiler_slowdown = profiler_slowdown(result, timed_median_s)
-    row.trace_span_s = result.summary.span_s
-    row.trace_stage_busy_s = result.summary.stage_busy_s
-    row.bubble_fraction = result.summary.bubble_fraction
-    row.overlap_fraction = result.summary.overlap_fraction
+        trace_dir = str(result.trace_dir)
+    return {
+        "trace_dir": trace_dir,
+        "profiled_step_median_s": result.profiled_step_median_s,
+        "profiler_slowdown": profiler_slowdown(result, timed_median_s),
+        "trace_span_s": result.summary.span_s,
+        "trace_stage_busy_s": result.summary.stage_busy_s,
+        "bubble_fraction": result.summary.bubble_fraction,
+        "overlap_fraction": result.summary.overlap_fraction,
+    }

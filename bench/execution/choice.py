@@ -1,0 +1,78 @@
+"""The one choice of executor: which code runs a method's batches on a cell's devices.
+
+Every caller (the timed run, the untimed training, the profiled run) goes
+through `choose_executor` and `run_training`, so the rule is written once:
+
+    method.execution   devices  executor setting  ->  executor
+    RANKS              any      any                   the method's own rank processes (DDP, gpipe_dist)
+    DECOUPLED          > 1      threads               pipelined stage workers, one thread per device
+    DECOUPLED          > 1      processes             pipelined stage processes, torch.distributed send/recv
+    DECOUPLED          1        any                   sequential (nothing to overlap)
+    COUPLED            any      any                   sequential (naive model parallelism on N devices)
+"""
+from __future__ import annotations
+
+from enum import Enum
+from typing import Callable, Optional, Sequence
+
+from methods.base import Execution
+
+from .devices import DeviceSet
+from .record import RunRecord
+
+__all__ = ["Executor", "choose_executor", "run_training", "RankWrapper"]
+
+RankWrapper = Callable[[Callable, tuple], tuple[Callable, tuple]]
+"""(rank fn, args) -> (rank fn, args): how the profiler runs each rank under torch.profiler."""
+
+
+class Executor(str, Enum):
+    SEQUENTIAL = "sequential"
+    THREADS = "threads"
+    PROCESSES = "processes"
+    RANKS = "ranks"
+
+
+def choose_executor(method, device_count: int, executor: str = "threads") -> Executor:
+    """The executor for `method` on `device_count` devices (`executor`: the cell's setting)."""
+    if method.execution is Execution.RANKS:
+        return Executor.RANKS
+    if method.execution is Execution.DECOUPLED and device_count > 1:
+        return Executor.PROCESSES if executor == "processes" else Executor.THREADS
+    return Executor.SEQUENTIAL
+
+
+def run_training(method, batches: Sequence, devices: DeviceSet, balance: Sequence[int], *, warmup_steps: int,
+                 queue_depth: int = 2, timeout_s: float = 1800.0, executor: str = "threads",
+                 on_batch_done: Optional[Callable[[int], None]] = None,
+                 rank_wrapper: Optional[RankWrapper] = None, absorb_results: bool = True) -> RunRecord:
+    """Train `method` on `batches` with the chosen executor; the record of when each batch finished.
+
+    `on_batch_done(i)` runs in the calling thread as batch i completes (in-process
+    executors only; the profiler's step boundary).  `rank_wrapper` wraps the job of
+    each rank of a process executor; `absorb_results=False` leaves the parent's
+    method as it was (the profiler's run must not change the trained model).
+    """
+    kind = choose_executor(method, devices.count, executor)
+    if kind is Executor.RANKS:
+        from .processes import record_from_ranks, run_ranks
+
+        fn, args = method.rank_job(batches, balance, warmup_steps)
+        if rank_wrapper is not None:
+            fn, args = rank_wrapper(fn, args)
+        results = run_ranks(fn, devices, args, timeout_s=timeout_s)
+        if absorb_results:
+            method.absorb(results)
+        return record_from_ranks(results, warmup_steps)
+    if kind is Executor.PROCESSES:
+        from .distributed_pipeline import run_distributed_pipeline
+
+        return run_distributed_pipeline(method, balance, devices, batches, warmup_steps, queue_depth, timeout_s)
+    if kind is Executor.THREADS:
+        from .pipeline import run_pipelined
+
+        return run_pipelined(method.stage_steps(), balance, devices, batches, warmup_steps, queue_depth,
+                             on_batch_done=on_batch_done, micro_batches=method.micro_batches)
+    from .sequential import run_sequential
+
+    return run_sequential(method, batches, devices, warmup_steps, on_batch_done=on_batch_done)

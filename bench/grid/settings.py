@@ -1,0 +1,179 @@
+"""The settings of a cell, declared once with their types, ranges and choices.
+
+Why pydantic (v2) rather than hand-written checks or OmegaConf: the grid is
+YAML that users type by hand, and every wrong value must be refused before the
+first cell runs, *all of them at once*, each with its key path, the value and
+what would be valid.  Pydantic validates a whole mapping in one pass and
+reports every error with its location (`method_options.gpipe.chunks`);
+`strict` mode refuses `steps: "2"` or `count_train_memory: "no"` instead of
+coercing them; `Literal` and `Field(ge=...)` put the choices and ranges on the
+field itself, where a reader looks for them.  OmegaConf structured configs type
+-check too, but stop at the first error and have no range constraints.
+
+The choices of method-level names (`local_loss`, `supcon_variant`,
+`projector`, `augment`) are repeated here as literals so that loading a grid
+never imports torch; `tests/test_settings.py` checks they equal the lists the
+methods and data modules accept.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = ["CellSettings", "ProfileSchedule", "settings_problems", "format_validation_error", "ADDED_DEFAULTS"]
+
+_STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class ProfileSchedule(BaseModel):
+    """`profile: {wait, warmup, active}`: extra profiled steps after the timed ones.
+
+    The three numbers mean what they mean in `torch.profiler.schedule`: skip
+    `wait` steps, record `warmup` steps and throw them away (the profiler's own
+    start-up cost), then keep `active` steps.
+    """
+
+    model_config = _STRICT
+
+    wait: int = Field(0, ge=0)
+    warmup: int = Field(1, ge=0)
+    active: int = Field(1, ge=1, description="steps kept in the trace")
+
+    @classmethod
+    def from_setting(cls, value: Any) -> "ProfileSchedule":
+        """The schedule from a grid value (a mapping) or an already built schedule."""
+        return value if isinstance(value, cls) else cls.model_validate(value)
+
+    @property
+    def recorded_steps(self) -> int:
+        """Steps the profiler's schedule walks through: wait + warmup + active."""
+        return self.wait + self.warmup + self.active
+
+    def batches(self, devices: int, queue_depth: int = 2) -> int:
+        """Batches to feed: the schedule's steps plus enough to keep a pipeline full after them.
+
+        A step ends when a batch leaves the *last* stage; the first stages may
+        run ahead by a queue's depth per device boundary.  Without batches
+        beyond the active steps they would already be idle (out of input)
+        during them, and the trace would show the pipeline draining rather than
+        its steady state.
+        """
+        return self.recorded_steps + max(0, devices - 1) * (queue_depth + 2)
+
+    def active_indices(self) -> range:
+        """Indices of the batches whose steps end up in the trace."""
+        return range(self.wait + self.warmup, self.recorded_steps)
+
+
+# Settings added after results existed: left out of a cell's identity while at their default, so
+# the ids (and the rerun-skips-finished-cells promise) of older grids stay the same.
+ADDED_DEFAULTS: dict[str, Any] = {"executor": "threads"}
+
+
+class CellSettings(BaseModel):
+    """Fixed settings of a cell. Anything not named here is rejected."""
+
+    model_config = _STRICT
+
+    # -- timing (sampled mode: the epoch is extrapolated from these steps) ----------------
+    warmup_steps: int = Field(2, ge=1, description="untimed steps first (allocator, kernels)")
+    steps: int = Field(10, ge=1, description="timed steps")
+    train_steps: int = Field(0, ge=0, description="untimed training steps before the timed ones")
+    timeout_s: float = Field(900.0, gt=0)
+    seed: int = Field(0, ge=0)
+    # -- evaluation ---------------------------------------------------------------------
+    eval_batches: Optional[int] = Field(4, ge=1, description="test batches for accuracy; null = whole test set")
+    eval_batch_size: int = Field(256, ge=1)
+    eval_points: int = Field(1, ge=1, description="evaluations over training; > 1 enables model selection")
+    # -- optimisation and losses --------------------------------------------------------
+    lr: float = Field(1e-3, ge=0)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    temperature: float = Field(0.1, gt=0, description="contrastive temperature")
+    projector: Optional[Literal["i", "l", "m"]] = None
+    supcon_variant: Literal["reference", "textbook"] = "reference"
+    local_loss: Literal["supcon", "suncet", "ntxent"] = "supcon"
+    # method-specific, either flat ({chunks: 8}: every method of the grid must accept them) or per
+    # method ({gpipe_dist: {chunks: 8}}); each method's own schema (`Method.Options`) checks them
+    method_options: dict[str, Any] = Field(default_factory=dict)
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    # -- data (docs/DATA.md) --------------------------------------------------------------
+    views: Literal[1, 2] = Field(1, description="2 = the two-view 'strong' batch of contrastive methods")
+    augment: Literal["none", "basic"] = "none"
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="training items held out for validation")
+    noise_rate: float = Field(0.0, ge=0, lt=1, description="fraction of training labels corrupted")
+    glove: bool = False
+    data_workers: int = Field(0, ge=0)
+    # -- placement and execution ----------------------------------------------------------
+    balance: Union[Literal["auto", "even"], list[int]] = "auto"
+    device_kind: Literal["auto", "cpu", "cuda"] = "auto"
+    # intra-op threads of each device's worker; null = the cores divided by the grid's largest
+    # device count (at least 1), so a "device" is the same resource in every cell of a grid
+    threads_per_device: Optional[int] = Field(None, ge=1)
+    queue_depth: int = Field(2, ge=1, description="batches in flight between two stages")
+    # decoupled methods on N devices: stage workers as threads of one process, or one process per
+    # device exchanging activations with torch.distributed send/recv (bench/execution/choice.py)
+    executor: Literal["threads", "processes"] = "threads"
+    # -- measurement extras -------------------------------------------------------------
+    count_train_memory: bool = True
+    profile: Optional[ProfileSchedule] = None
+
+    def options_for(self, method: str, known_methods: Optional[list[str]] = None) -> dict:
+        """The `method_options` that apply to `method` (see the field's comment).
+
+        Per-method form when every key is a method name mapping to a dict.
+        """
+        opts = self.method_options
+        if known_methods is None:
+            from methods import list_methods  # imports (registers) every method
+
+            known_methods = list_methods()
+        if opts and all(key in known_methods and isinstance(v, dict) for key, v in opts.items()):
+            return dict(opts.get(method, {}))
+        return dict(opts)
+
+    def replace(self, **changes: Any) -> "CellSettings":
+        """A validated copy with `changes` (unlike `model_copy`, which does not validate)."""
+        return CellSettings.model_validate({**self.model_dump(), **changes})
+
+    def as_dict(self) -> dict:
+        """Plain JSON-ready values (the profile schedule as a mapping)."""
+        return self.model_dump(mode="json")
+
+
+def _list_ints_positive(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
+
+
+def format_validation_error(exc: ValidationError, prefix: str) -> list[str]:
+    """One line per pydantic error: `prefix.key.path: value: what is valid`."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc = [str(part) for part in error["loc"]]
+        # a Union reports each branch; keep the field path, drop pydantic's branch names
+        loc = [part for part in loc if not part.startswith(("literal[", "list[", "function-", "int", "is-instance"))]
+        path = ".".join([prefix, *loc]) if prefix else ".".join(loc)
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            lines.append(f"{path}: unknown key")
+            continue
+        lines.append(f"{path}: {error.get('input')!r}: {message}")
+    return lines
+
+
+def settings_problems(mapping: Any, prefix: str = "settings") -> tuple[Optional[CellSettings], list[str]]:
+    """Validate a `settings` mapping; (settings or None, every problem as one line)."""
+    if not isinstance(mapping, dict):
+        return None, [f"{prefix}: must be a mapping of setting to value, not {type(mapping).__name__}"]
+    try:
+        return CellSettings.model_validate(mapping), []
+    except ValidationError as exc:
+        lines = format_validation_error(exc, prefix)
+        unknown = [line for line in lines if line.endswith("unknown key")]
+        if unknown:
+            lines.append(f"{prefix}: valid settings are {', '.join(CellSettings.model_fields)}")
+        if "balance" in mapping and not isinstance(mapping["balance"], str) and not _list_ints_positive(mapping["balance"]):
+            lines = [line for line in lines if not line.startswith(f"{prefix}.balance")]
+            lines.append(f"{prefix}.balance: {mapping['balance']!r}: use 'auto', 'even' or a list of "
+                         "positive stage counts per device")
+        return None, lines

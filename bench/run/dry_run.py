@@ -1,0 +1,58 @@
+"""`--dry-run`: the cells a run would start, which are already done, and how long the rest may take.
+
+The estimate uses earlier rows of the same configuration (same method, model,
+data, batch, devices and settings; another trial or attempt), so it is a
+measurement of this machine, not a guess; cells with no such row are counted
+as unknown rather than given a made-up time.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from bench.grid import Cell
+
+__all__ = ["dry_run_text"]
+
+
+def _configuration(cell_or_row: dict) -> tuple:
+    return tuple(str(cell_or_row[k]) for k in ("method", "model", "dataset", "batch_size", "devices", "settings_json"))
+
+
+def dry_run_text(cells: Iterable[Cell], results_dir: Path) -> str:
+    """One line per cell (id, label, done or estimated time), then a summary line."""
+    import json
+
+    from bench.store.parquet import read_results
+
+    cells = list(cells)
+    frame = read_results(results_dir) if Path(results_dir).exists() else None
+    done: set[str] = set()
+    seconds: dict[tuple, list[float]] = {}
+    if frame is not None and not frame.empty:
+        ok = frame[frame["status"] == "ok"]
+        done = set(ok["cell_id"])
+        for row in ok.to_dict("records"):
+            if row.get("duration_s") is not None:
+                seconds.setdefault(_configuration(row), []).append(float(row["duration_s"]))
+    lines, estimate, unknown = [], 0.0, 0
+    for cell in cells:
+        if cell.cell_id in done:
+            lines.append(f"{cell.cell_id}  {cell.label}  done")
+            continue
+        key = _configuration({"method": cell.method, "model": cell.model, "dataset": cell.dataset,
+                              "batch_size": cell.batch_size, "devices": cell.devices,
+                              "settings_json": json.dumps(cell.identity()["settings"], sort_keys=True)})
+        if key in seconds:
+            guess = sum(seconds[key]) / len(seconds[key])
+            estimate += guess
+            lines.append(f"{cell.cell_id}  {cell.label}  ~{guess:.0f} s")
+        else:
+            unknown += 1
+            lines.append(f"{cell.cell_id}  {cell.label}")
+    todo = len(cells) - len([c for c in cells if c.cell_id in done])
+    summary = f"{len(cells)} cells: {len(cells) - todo} done, {todo} to run"
+    if todo:
+        summary += f"; about {estimate / 60:.1f} min for the {todo - unknown} with earlier rows"
+        summary += f", {unknown} with no earlier row to estimate from" if unknown else ""
+    return "\n".join(lines + [summary])
