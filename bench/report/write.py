@@ -210,9 +210,10 @@ def main(argv: list[str]) -> int:
         print("usage: python -m bench.report results/<grid>", file=sys.stderr)
         return 2
     results_dir = Path(argv[1])
-    if not (results_dir / "results.parquet").exists():
-        print(f"error: {results_dir}/results.parquet not found; run `python run_matrix.py --grid NAME` first",
-              file=sys.stderr)
+    # results.parquet, or the per-attempt parquet fragments bench/store writes beside it
+    if not results_dir.is_dir() or not any(results_dir.rglob("*.parquet")):
+        print(f"error: no results in {results_dir} (results.parquet not found); "
+              f"run `python run_matrix.py --grid NAME` first", file=sys.stderr)
         return 2
     print(write_report(results_dir))
     return 0
