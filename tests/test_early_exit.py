@@ -24,16 +24,17 @@ def test_stage_gradient_is_that_of_its_own_exit_cross_entropy():
     alone = copy.deepcopy(method)
     x, y = _batch()
     # by hand: stage k's input is stage k-1's output (no grad), the loss is CE of exit k
-    expected = []
+    expected, losses = [], []
     h = x
     for k, (stage, classifier) in enumerate(zip(alone.model.stages, alone.exit_classifiers())):
         h = h.detach()
         out = stage(h)
         loss = F.cross_entropy(classifier(out.flatten(1)), y)
+        losses.append(float(loss))
         expected.append(torch.autograd.grad(loss, list(stage.parameters()) + list(classifier.parameters())))
         h = out
     total = method.train_step(x, y)
-    assert total > 0
+    assert total == pytest.approx(sum(losses), rel=1e-6)  # the summed exit cross-entropies, by hand
     for k, (stage, classifier) in enumerate(zip(method.model.stages, method.exit_classifiers())):
         got = [p.grad for p in list(stage.parameters()) + list(classifier.parameters())]
         for a, b in zip(got, expected[k]):

@@ -270,11 +270,11 @@ def load_grid(name_or_path: str, overrides: Iterable[str] = (), check: bool = Tr
     where = path.name
     problems = apply_overrides(raw, overrides)
     problems += _check_structure(raw, where)
-    if problems:
+    if any(not isinstance(raw.get(key) or {}, dict) for key in ("axes", "settings")):
         raise GridError(problems)
     name = raw.get("name") or path.stem
-    if not PLAIN_NAME.match(name):
-        raise GridError(f"{where}: the file name {path.stem!r} is not a plain name; give the grid a `name:`")
+    if raw.get("name") is None and not PLAIN_NAME.match(name):
+        problems.append(f"{where}: the file name {path.stem!r} is not a plain name; give the grid a `name:`")
     axes = None
     if "axes" not in raw:
         problems.append(f"{where}: axes: missing; every grid names {', '.join(AXES[:-1])}")
@@ -286,7 +286,9 @@ def load_grid(name_or_path: str, overrides: Iterable[str] = (), check: bool = Tr
     settings, settings_errors = settings_problems(raw.get("settings") or {}, "settings")
     problems += [f"{where}: {line}" for line in settings_errors]
     include_settings = []
-    for i, rule in enumerate(raw.get("include") or []):
+    rules_ok = all(isinstance(raw.get(key) or [], list) and all(isinstance(r, dict) for r in raw.get(key) or [])
+                   for key in ("exclude", "include"))
+    for i, rule in enumerate(raw.get("include") or [] if rules_ok else []):
         extra = rule.get("settings")
         if extra is None:
             include_settings.append(None)

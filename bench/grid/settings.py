@@ -68,7 +68,10 @@ class ProfileSchedule(BaseModel):
 
 # Settings added after results existed: left out of a cell's identity while at their default, so
 # the ids (and the rerun-skips-finished-cells promise) of older grids stay the same.
-ADDED_DEFAULTS: dict[str, Any] = {"executor": "threads"}
+ADDED_DEFAULTS: dict[str, Any] = {
+    "executor": "threads", "epochs": None, "eval_every": 1, "lr_schedule": "constant", "lr_min": 0.0,
+    "checkpoint_every": 1, "keep_checkpoints": False, "max_train_items": None, "max_test_items": None,
+}
 
 
 class CellSettings(BaseModel):
@@ -80,8 +83,16 @@ class CellSettings(BaseModel):
     warmup_steps: int = Field(2, ge=1, description="untimed steps first (allocator, kernels)")
     steps: int = Field(10, ge=1, description="timed steps")
     train_steps: int = Field(0, ge=0, description="untimed training steps before the timed ones")
-    timeout_s: float = Field(900.0, gt=0)
+    timeout_s: float = Field(900.0, gt=0, description="per cell; per epoch for training runs (epochs set)")
     seed: int = Field(0, ge=0)
+    # -- training run (docs/TRAINING.md): whole epochs instead of sampled steps ------------
+    epochs: Optional[int] = Field(None, ge=1, description="null = the sampled mode; E = E full passes")
+    eval_every: int = Field(1, ge=1, description="training runs: evaluate every N epochs (and after the last)")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="training runs: per-epoch lr schedule of every optimizer (CosineAnnealingLR)")
+    lr_min: float = Field(0.0, ge=0, description="cosine: the lr reached after the last epoch (eta_min)")
+    checkpoint_every: int = Field(1, ge=1, description="training runs: epochs between resumable checkpoints")
+    keep_checkpoints: bool = Field(False, description="keep a finished run's checkpoint")
     # -- evaluation ---------------------------------------------------------------------
     eval_batches: Optional[int] = Field(4, ge=1, description="test batches for accuracy; null = whole test set")
     eval_batch_size: int = Field(256, ge=1)
@@ -104,6 +115,8 @@ class CellSettings(BaseModel):
     noise_rate: float = Field(0.0, ge=0, lt=1, description="fraction of training labels corrupted")
     glove: bool = False
     data_workers: int = Field(0, ge=0)
+    max_train_items: Optional[int] = Field(None, ge=1, description="use the first N official training items")
+    max_test_items: Optional[int] = Field(None, ge=1, description="use the first N official test items")
     # -- placement and execution ----------------------------------------------------------
     balance: Union[Literal["auto", "even"], list[int]] = "auto"
     device_kind: Literal["auto", "cpu", "cuda"] = "auto"
@@ -153,7 +166,7 @@ def format_validation_error(exc: ValidationError, prefix: str) -> list[str]:
         # a Union reports each branch; keep the field path, drop pydantic's branch names
         loc = [part for part in loc if not part.startswith(("literal[", "list[", "function-", "int", "is-instance"))]
         path = ".".join([prefix, *loc]) if prefix else ".".join(loc)
-        message = error["msg"]
+        message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             lines.append(f"{path}: unknown key")
             continue
@@ -169,7 +182,7 @@ def settings_problems(mapping: Any, prefix: str = "settings") -> tuple[Optional[
         return CellSettings.model_validate(mapping), []
     except ValidationError as exc:
         lines = format_validation_error(exc, prefix)
-        unknown = [line for line in lines if line.endswith("unknown key")]
+        unknown = [line for line in lines if line.endswith("unknown key") and line.count(".") == prefix.count(".") + 1]
         if unknown:
             lines.append(f"{prefix}: valid settings are {', '.join(CellSettings.model_fields)}")
         if "balance" in mapping and not isinstance(mapping["balance"], str) and not _list_ints_positive(mapping["balance"]):
