@@ -50,15 +50,21 @@ class BatchedDataset(Dataset):
     def __len__(self) -> int:
         return int(self.positions.shape[0])
 
-    def get_batch(self, indices: Indices) -> tuple[torch.Tensor, torch.Tensor]:
-        """Items `indices` (positions in *this* split) as one batch `(x, y)`, y int64."""
+    def get_batch(self, indices: Indices, generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Items `indices` (positions in *this* split) as one batch `(x, y)`, y int64.
+
+        `generator` draws the augmentation instead of this dataset's own stream: a
+        training run seeds one per (epoch, batch), so the draws do not depend on
+        worker count or on where a resumed run started (data/epochs.py).
+        """
         idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
         x, y = self._fetch(self.positions[idx])
         if self.label_offsets is not None:
             y = (y + self.label_offsets[idx]) % self.spec.num_classes
         if self.transform is not None:
-            self._reseed_in_worker()
-            x = self.transform(x, self.generator)
+            if generator is None:
+                self._reseed_in_worker()
+            x = self.transform(x, generator if generator is not None else self.generator)
         return x, y
 
     def _reseed_in_worker(self) -> None:

@@ -77,7 +77,9 @@ def check_split_options(val_fraction: float, noise_rate: float) -> None:
 
 
 def load_dataset(name: str, split: str = "train", root: Optional[PathLike] = None, seed: int = 0,
-                 augment: str = "none", val_fraction: float = 0.1, noise_rate: float = 0.0) -> BatchedDataset:
+                 augment: str = "none", val_fraction: float = 0.1, noise_rate: float = 0.0,
+                 max_train_items: Optional[int] = None, max_test_items: Optional[int] = None,
+                 spec: Optional[DatasetSpec] = None) -> BatchedDataset:
     """Dataset `name` ("cifar10", "imdb@synthetic", ...; see `list_datasets()`), split `split`.
 
     * split: "train" (the official training set minus the hold-out), "val"
@@ -87,16 +89,23 @@ def load_dataset(name: str, split: str = "train", root: Optional[PathLike] = Non
       the training split of vision data only (a no-op for text, val and test).
     * noise_rate: fraction of *training* labels replaced by a different class.
     * root: data root for real files (else $SCPLBENCH_DATA, else ./datasets).
+    * max_train_items / max_test_items: use only the first N items of the official
+      training / test set (a subset; the hold-out is drawn from the N).
+    * spec: the spec of what was read (`data.observed.observe_dataset`: classes and
+      sizes of the files) instead of the published one; label noise draws its classes from it.
     Items are `(x, y)`: vision x float (3, H, W) normalised; text x int64
     (max_len,) with 0 = <pad>, 1 = <unk>. `dataset.get_batch(indices)` returns
     a whole batch at once.
     """
-    spec = _check(name, split, augment, val_fraction, noise_rate)
+    published = _check(name, split, augment, val_fraction, noise_rate)
+    spec = spec or published
     if spec.kind == "real":
         arrays = read_real(spec, root)
         train_count, test_count = len(arrays.train_labels), len(arrays.test_labels)
     else:
         arrays, train_count, test_count = None, spec.train_size, spec.test_size
+    train_count = min(train_count, max_train_items or train_count)
+    test_count = min(test_count, max_test_items or test_count)
     positions = split_positions(split, train_count, test_count, val_fraction, seed)
     offsets = (label_noise_offsets(len(positions), noise_rate, spec.num_classes, seed)
                if split == "train" and noise_rate > 0 else None)
