@@ -113,3 +113,21 @@ def test_torchrun_is_detected_from_the_environment(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     assert launched_by_torchrun()
+
+
+def test_profiled_ranks_write_one_trace_each_and_leave_the_method_alone(tmp_path):
+    from bench.profiling.profiler import profiled_rank
+    from bench.profiling.trace_events import load_trace_dir
+
+    method = _fresh()
+    before = _params(method)
+    devices = resolve_devices(2, "cpu", threads_per_device=1)
+    wrap = lambda fn, args: (profiled_rank, (fn, str(tmp_path), False, "cell", *args))  # noqa: E731
+    record = run_distributed_pipeline(method, [2, 2], devices, _batches(3), warmup_steps=0, timeout_s=300,
+                                      rank_wrapper=wrap, absorb_results=False)
+    assert len(record.completion_times) == 3
+    assert all(torch.equal(a, b) for a, b in zip(before, _params(method)))
+    files = sorted(p.name for p in tmp_path.glob("*.pt.trace.json"))
+    assert [f.split(".")[0] for f in files] == ["cell-rank0", "cell-rank1"]
+    stages = {e.stage for e in load_trace_dir(tmp_path).phases}  # both ranks on one timeline
+    assert stages == {0, 1, 2, 3}

@@ -51,9 +51,9 @@ from .record import NonFiniteLossError, RunRecord, check_finite
 
 __all__ = ["run_distributed_pipeline", "launched_by_torchrun", "RankWrapper", "HEADER_LEN"]
 
-RankWrapper = tuple[Callable, tuple]
-"""`(wrapper, wrapper_args)`: each rank runs `wrapper(rank, world, device, inner, *wrapper_args, *inner_args)`
-instead of `inner(rank, world, device, *inner_args)`; `bench.profiling.profiler.profiled_rank` fits."""
+RankWrapper = Callable[[Callable, tuple], tuple[Callable, tuple]]
+"""(rank fn, args) -> (rank fn, args): how the profiler runs each rank under torch.profiler
+(as in bench/execution/choice.py); each rank then runs `fn(rank, world, device, *args)`."""
 
 HEADER_LEN = 64  # int64 entries describing one message: layout, dtypes, shapes
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32,
@@ -355,13 +355,12 @@ _NONFINITE = re.compile(r"NonFiniteLossError: (.*)")
 
 
 def _run_spawned(method, balance, devices: DeviceSet, args: tuple, timeout_s: float,
-                 profile: Optional[RankWrapper]) -> list[dict]:
-    inner_args = (_method_to_bytes(method), *args)
+                 rank_wrapper: Optional[RankWrapper]) -> list[dict]:
+    fn, fn_args = _spawned_rank, (_method_to_bytes(method), *args)
+    if rank_wrapper is not None:
+        fn, fn_args = rank_wrapper(fn, fn_args)
     try:
-        if profile is None:
-            return run_ranks(_spawned_rank, devices, inner_args, timeout_s=timeout_s)
-        wrapper, wrapper_args = profile
-        return run_ranks(wrapper, devices, (_spawned_rank, *wrapper_args, *inner_args), timeout_s=timeout_s)
+        return run_ranks(fn, devices, fn_args, timeout_s=timeout_s)
     except RuntimeError as exc:
         found = _NONFINITE.search(str(exc))
         if found:  # the same status as the threads executor gives (a "nan" row, not "failed")
@@ -370,7 +369,7 @@ def _run_spawned(method, balance, devices: DeviceSet, args: tuple, timeout_s: fl
 
 
 def _run_torchrun(method, devices: DeviceSet, args: tuple, timeout_s: float,
-                  profile: Optional[RankWrapper]) -> list[dict]:
+                  rank_wrapper: Optional[RankWrapper]) -> list[dict]:
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     # CUDA_VISIBLE_DEVICES is not assumed: torchrun's LOCAL_RANK indexes the GPUs this process sees.
@@ -382,11 +381,10 @@ def _run_torchrun(method, devices: DeviceSet, args: tuple, timeout_s: float,
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://",
                                 rank=rank, world_size=world, timeout=_dt.timedelta(seconds=timeout_s))
     try:
-        if profile is None:
-            result = _train_rank(rank, world, device, method, *args)
-        else:
-            wrapper, wrapper_args = profile
-            result = wrapper(rank, world, device, _train_rank, *wrapper_args, method, *args)
+        fn, fn_args = _train_rank, (method, *args)
+        if rank_wrapper is not None:
+            fn, fn_args = rank_wrapper(fn, fn_args)
+        result = fn(rank, world, device, *fn_args)
         gathered: list = [None] * world
         dist.all_gather_object(gathered, result)  # every rank ends with every stage's trained state
         return gathered
@@ -403,7 +401,8 @@ def run_distributed_pipeline(
     warmup_steps: int,
     queue_depth: int = 2,
     timeout_s: float = 1800.0,
-    profile: Optional[RankWrapper] = None,
+    rank_wrapper: Optional[RankWrapper] = None,
+    absorb_results: bool = True,
     on_ranks: Optional[Callable[[list[dict]], None]] = None,
 ) -> RunRecord:
     """Train `method`'s stage steps in one process per device; `method` then holds the trained stages.
@@ -413,7 +412,8 @@ def run_distributed_pipeline(
     over stages per batch, completion times of the last stage.  `devices` gives
     one device per rank (`devices.count == len(balance)`), except under torchrun,
     where the ranks are torchrun's processes (`WORLD_SIZE == len(balance)`, one
-    GPU per process by LOCAL_RANK).  `profile`: see `RankWrapper`.  `on_ranks(summaries)`
+    GPU per process by LOCAL_RANK).  `rank_wrapper`: see `RankWrapper`;
+    `absorb_results=False` leaves `method` as it was (the profiled run).  `on_ranks(summaries)`
     gets one dict per rank (rank, stages, device_busy_s, peak_mem_bytes: that GPU's
     peak allocation during the run, None on CPU), e.g. for per-device peak memory,
     which the caller's own CUDA counters cannot see.
@@ -428,13 +428,14 @@ def run_distributed_pipeline(
         if int(os.environ["WORLD_SIZE"]) != len(balance):
             raise ValueError(f"balance {list(balance)} needs {len(balance)} ranks; torchrun started "
                              f"WORLD_SIZE={os.environ['WORLD_SIZE']}")
-        results = _run_torchrun(method, devices, args, timeout_s, profile)
+        results = _run_torchrun(method, devices, args, timeout_s, rank_wrapper)
     else:
         if len(balance) != devices.count:
             raise ValueError(f"balance {list(balance)} does not split {len(steps)} stages over {devices.count} devices")
-        results = _run_spawned(method, balance, devices, args, timeout_s, profile)
+        results = _run_spawned(method, balance, devices, args, timeout_s, rank_wrapper)
     results = sorted(results, key=lambda r: r["rank"])
-    _absorb(method, results)
+    if absorb_results:
+        _absorb(method, results)
     if on_ranks is not None:
         on_ranks([{key: r[key] for key in ("rank", "stages", "device_busy_s", "peak_mem_bytes")} for r in results])
     return _record(results, len(steps), warmup_steps)
