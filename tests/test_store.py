@@ -77,11 +77,12 @@ def test_attempts_history_and_latest(tmp_path):
 
 
 def test_a_merged_fragment_not_yet_deleted_is_read_once(tmp_path):
+    append_rows(tmp_path, [_row("first")])  # the first append also creates results.parquet
     fragment = append_rows(tmp_path, [_row("a")])
     saved = fragment.read_bytes()
     compact(tmp_path)
     fragment.write_bytes(saved)  # as if the compaction died between its rename and its deletions
-    assert len(read_history(tmp_path)) == 1
+    assert len(read_history(tmp_path)) == 2
 
 
 def test_old_folder_with_only_results_parquet(tmp_path):
@@ -103,6 +104,7 @@ def test_old_folder_with_only_results_parquet(tmp_path):
 @pytest.mark.parametrize("which", ["results", "fragment"])
 def test_corrupt_file_is_a_one_line_error_naming_it(tmp_path, which):
     append_rows(tmp_path, [_row("a")])
+    append_rows(tmp_path, [_row("b")])
     if which == "results":
         compact(tmp_path)
         bad = tmp_path / "results.parquet"
@@ -121,11 +123,14 @@ def test_corrupt_file_is_a_one_line_error_naming_it(tmp_path, which):
 
 def test_compact_cli(tmp_path):
     append_rows(tmp_path, [_row("a")])
+    assert (tmp_path / "results.parquet").exists() and list_fragments(tmp_path) == []  # a first append compacts
     append_rows(tmp_path, [_row("b")])
+    append_rows(tmp_path, [_row("c")])
+    assert len(list_fragments(tmp_path)) == 2  # later ones do not: O(1)
     cli = subprocess.run([sys.executable, "-m", "bench.store", "compact", str(tmp_path)], cwd=ROOT,
                          capture_output=True, text=True)
-    assert cli.returncode == 0 and "merged 2 fragments, 2 rows" in cli.stdout
-    assert list_fragments(tmp_path) == [] and pq.read_table(tmp_path / "results.parquet").num_rows == 2
+    assert cli.returncode == 0 and "merged 2 fragments, 3 rows" in cli.stdout
+    assert list_fragments(tmp_path) == [] and pq.read_table(tmp_path / "results.parquet").num_rows == 3
 
 
 def test_results_dir_that_is_a_file_or_unwritable_is_refused(tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from bench.store.row import ARROW_SCHEMA
 __all__ = ["compact", "Compaction"]
 
 LOCK_FILE = ".compact.lock"
+_THREADS = threading.Lock()  # lockf excludes processes only, not threads of one process
 
 
 @dataclass
@@ -38,6 +40,11 @@ def compact(results_dir: Path) -> Compaction:
     """Merge every finished fragment into results.parquet; returns what was merged."""
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
+    with _THREADS:
+        return _compact_locked(results_dir)
+
+
+def _compact_locked(results_dir: Path) -> Compaction:
     fd = os.open(results_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX)

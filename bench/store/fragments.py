@@ -15,7 +15,7 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench.store.layout import atomic_write, rows_dir, writer_tag
+from bench.store.layout import atomic_write, results_path, rows_dir, writer_tag
 from bench.store.row import ARROW_SCHEMA, ResultRow
 
 __all__ = ["append_rows", "list_fragments"]
@@ -30,7 +30,9 @@ def append_rows(results_dir: Path, rows: Iterable[ResultRow]) -> Path:
 
     Rows without `finished_at`/`attempt_id` get them here; `attempt` is the caller's to set
     (the runner knows it from the history it read to choose the cell), else readers number
-    a cell's rows in the order they were stored.
+    a cell's rows in the order they were stored. The first append into a folder also creates
+    results.parquet (a compaction of the few fragments there), so a folder with rows always
+    has the file that tools outside the store look for.
     """
     rows = list(rows)
     if not rows:
@@ -46,7 +48,12 @@ def append_rows(results_dir: Path, rows: Iterable[ResultRow]) -> Path:
     table = pa.Table.from_pylist(records, schema=ARROW_SCHEMA)
     folder = rows_dir(results_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    return atomic_write(folder / f"{stem}.parquet", lambda tmp: pq.write_table(table, tmp))
+    path = atomic_write(folder / f"{stem}.parquet", lambda tmp: pq.write_table(table, tmp))
+    if not results_path(results_dir).exists():
+        from bench.store.compact import compact  # compact imports this module
+
+        compact(results_dir)
+    return path
 
 
 def list_fragments(results_dir: Path) -> list[Path]:

@@ -14,6 +14,7 @@ import errno
 import os
 import shutil
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -47,8 +48,9 @@ def writer_tag() -> str:
 
 
 def temp_name(final: Path) -> Path:
-    """A hidden name beside `final` (same folder, so the rename is atomic), tagged by writer."""
-    return final.with_name(f".{final.name}.{writer_tag()}.tmp")
+    """A hidden name beside `final` (same folder, so the rename is atomic), tagged by writer
+    (`<host>-<pid>` last, for `remove_stale_temps`) and thread (threads of one writer may race)."""
+    return final.with_name(f".{final.name}.{threading.get_native_id()}.{writer_tag()}.tmp")
 
 
 def atomic_write(final: Path, write: Callable[[Path], None]) -> Path:

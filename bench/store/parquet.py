@@ -22,7 +22,7 @@ from bench.store.read import latest_attempts, read_history, read_results
 __all__ = [
     "RESULTS_FILE", "StoreError", "results_path", "append_rows", "list_fragments", "read_results",
     "read_history", "latest_attempts", "compact", "Compaction", "check_results_dir", "remove_stale_temps",
-    "finished_cell_ids",
+    "finished_cell_ids", "has_rows",
 ]
 
 RETRIED_BY_DEFAULT = ("timeout", "killed")
@@ -34,3 +34,8 @@ def finished_cell_ids(results_dir: Path, retry: Iterable[str] = RETRIED_BY_DEFAU
     if frame.empty:
         return set()
     return set(frame.loc[~frame["status"].isin(list(retry)), "cell_id"])
+
+
+def has_rows(results_dir: Path) -> bool:
+    """Whether the folder holds any stored row (results.parquet or a fragment)."""
+    return results_path(results_dir).exists() or bool(list_fragments(results_dir))

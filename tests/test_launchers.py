@@ -1,0 +1,90 @@
+"""Launchers: the Slurm job each cell asks for (a pure function, no cluster needed), the
+options that build it, and real cells run as submitit jobs on the local executor."""
+import argparse
+import dataclasses
+
+import pandas as pd
+import pytest
+
+from bench.grid import load_grid
+from bench.run.cli import add_run_arguments, launcher_from_args, slurm_options_from_args
+from bench.run.launchers import LocalLauncher, SubmititLauncher
+from bench.run.runner import run_grid
+from bench.run.slurm import TIME_MARGIN_MIN, SlurmOptions, parse_slurm_time, slurm_parameters
+from bench.store.parquet import list_fragments, read_history, read_results
+
+
+def _cell(devices=1, device_kind="cpu", timeout_s=600.0, threads=None):
+    cell = dataclasses.replace(load_grid("smoke").cells[0], devices=devices)  # only sizes are read
+    changes = dict(device_kind=device_kind, timeout_s=timeout_s, threads_per_device=threads)
+    replace = getattr(cell.settings, "replace", None) or (lambda **kw: dataclasses.replace(cell.settings, **kw))
+    return dataclasses.replace(cell, settings=replace(**changes))
+
+
+def _args(*argv):
+    parser = argparse.ArgumentParser()
+    add_run_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_cpu_cell_job_is_sized_by_its_devices_and_timeout():
+    params = slurm_parameters(_cell(devices=2, threads=2, timeout_s=900), SlurmOptions(), "smoke")
+    assert params == {"name": "scplbench-smoke", "nodes": 1, "tasks_per_node": 1, "cpus_per_task": 4,
+                      "timeout_min": 15 + TIME_MARGIN_MIN}
+
+
+def test_gpu_cells_get_one_gpu_per_device():
+    cuda = slurm_parameters(_cell(devices=2, device_kind="cuda"), SlurmOptions(), "g")
+    assert cuda["gpus_per_node"] == 2 and cuda["cpus_per_task"] == 4  # at least 2 cores per GPU
+    auto = _cell(devices=2, device_kind="auto")
+    assert "gpus_per_node" not in slurm_parameters(auto, SlurmOptions(), "g")  # a CPU cluster
+    assert slurm_parameters(auto, SlurmOptions(gpus=True), "g")["gpus_per_node"] == 2
+
+
+def test_cli_options_become_job_parameters():
+    args = _args("--launcher", "slurm", "--slurm-partition", "gpu", "--slurm-time", "2:00:00", "--slurm-mem", "64",
+                 "--slurm-cpus-per-task", "8", "--slurm-gpus", "--slurm-array-parallelism", "4",
+                 "--slurm-account", "lab", "--slurm-extra", "constraint=a100", "--slurm-extra", "qos=high")
+    params = slurm_parameters(_cell(devices=4, device_kind="auto"), slurm_options_from_args(args), "speedup")
+    assert params == {
+        "name": "scplbench-speedup", "nodes": 1, "tasks_per_node": 1, "cpus_per_task": 8, "timeout_min": 120,
+        "gpus_per_node": 4, "mem_gb": 64, "slurm_partition": "gpu", "slurm_array_parallelism": 4,
+        "slurm_account": "lab", "slurm_additional_parameters": {"constraint": "a100", "qos": "high"},
+    }
+    launcher = launcher_from_args(args)
+    assert isinstance(launcher, SubmititLauncher) and launcher.cluster == "slurm" and launcher.wait
+    assert isinstance(launcher_from_args(_args()), LocalLauncher)
+
+
+def test_slurm_time_forms():
+    assert [parse_slurm_time(t) for t in ["90", "1:30", "1:30:00", "2-00", "1-02:30", "45m", "2h"]] == \
+        [90, 2, 90, 2880, 1590, 45, 120]
+    with pytest.raises(ValueError, match="--slurm-time"):
+        parse_slurm_time("soon")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--no-wait"], "--no-wait needs --launcher slurm"),
+    (["--launcher", "slurm", "--slurm-extra", "constraint"], "KEY=VALUE"),
+    (["--launcher", "slurm", "--slurm-mem", "0"], "at least 1"),
+])
+def test_bad_launcher_options_are_one_line(argv, message):
+    with pytest.raises(ValueError, match=message):
+        launcher_from_args(_args(*argv))
+
+
+def test_two_cells_as_submitit_local_jobs(tmp_path):
+    """Each job runs the cell entry and stores its own row; jobs run one at a time."""
+    grid = load_grid("smoke")
+    cells = [c for c in grid.cells if c.devices == 1][:2]
+    summary = run_grid(grid, tmp_path, cells=cells, progress=False, launcher=SubmititLauncher("local"))
+    assert summary.statuses == {"ok": 2} and summary.exit_code == 0
+    frame = read_results(tmp_path)
+    assert sorted(frame["cell_id"]) == sorted(c.cell_id for c in cells) and set(frame["attempt"]) == {1}
+    assert list_fragments(tmp_path) == [] and len(pd.read_parquet(tmp_path / "results.parquet")) == 2
+    # one job at a time: each started after the previous one ended
+    starts = sorted(zip(pd.to_datetime(frame["started_at"]), pd.to_datetime(frame["finished_at"])))
+    assert starts[1][0] >= starts[0][1].floor("s")
+    assert len(list((tmp_path / "jobs").glob("*/*_submitted.pkl"))) == 2  # submitit's job folders
+    again = run_grid(grid, tmp_path, cells=cells, progress=False, launcher=SubmititLauncher("local"))
+    assert again.ran == 0 and len(read_history(tmp_path)) == 2
