@@ -8,11 +8,19 @@ Known facts (../shared/reference/LIBRARIES.md): torchgpipe maps every CPU
 it is here for CUDA and as the reference implementation; `gpipe_dist` is the
 backend with real concurrency on CPU.
 
+Copies: the harness deep-copies a placed method (the training-memory probe, the
+profiled run), and torchgpipe's cache of copy streams cannot be copied: on CPU
+each "stream" is the `CPUStream` sentinel, recognised by identity, and a copy of
+it is taken for a CUDA stream (`'CPUStreamType' object has no attribute
+'device'` at the first forward).  A copy starts with an empty cache instead
+(`__deepcopy__`), and torchgpipe fills it on its first forward.
+
 Options: chunks (default 4), checkpoint ("except_last" | "always" | "never"),
 deferred_batch_norm (default False).
 """
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import torch
@@ -68,6 +76,16 @@ class GPipeTorchgpipe(Method):
             checkpoint=self.checkpoint, deferred_batch_norm=self.deferred_batch_norm,
         )
         self.optimizer = make_optimizer(self.pipe.parameters(), self.config)
+
+    def __deepcopy__(self, memo: dict) -> "GPipeTorchgpipe":
+        """A copy with its own, empty, stream cache (see the module docstring); all else copied as usual."""
+        if self.pipe is not None:
+            memo[id(self.pipe._copy_streams)] = []  # torchgpipe refills the copy's cache on its first forward
+        twin = object.__new__(type(self))
+        memo[id(self)] = twin
+        for name, value in self.__dict__.items():
+            setattr(twin, name, copy.deepcopy(value, memo))
+        return twin
 
     def train_step(self, x, y) -> float:
         self.optimizer.zero_grad(set_to_none=True)

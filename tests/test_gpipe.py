@@ -122,3 +122,23 @@ def test_untimed_steps_in_the_parent_then_ranks_continue_bp(name, options, balan
     results, _ = _run_process_method(method, 2, balance, batches[2:])
     method.absorb(results)
     _assert_close(dict(method.model.named_parameters()), dict(bp.model.named_parameters()), f"{name} parameters")
+
+
+def test_torchgpipe_method_survives_a_deep_copy_after_a_step():
+    """The harness deep-copies a placed method (training-memory probe, profiled run).
+
+    On CPU torchgpipe's copy streams are the `CPUStream` sentinel, recognised by
+    identity; a deep copy of it was taken for a CUDA stream and the copy's first
+    forward raised "'CPUStreamType' object has no attribute 'device'", failing every
+    2-device gpipe cell.  The copy must train, on its own parameters, like the original.
+    """
+    x, y = _batch()
+    gpipe = _fresh("gpipe", chunks=2)
+    gpipe.place(stage_devices([2, 2], [torch.device("cpu")] * 2), [2, 2])
+    gpipe.train_step(x, y)  # fills torchgpipe's stream cache
+    twin = copy.deepcopy(gpipe)
+    assert twin.pipe._copy_streams is not gpipe.pipe._copy_streams
+    assert not any(p is q for p, q in zip(twin.pipe.parameters(), gpipe.pipe.parameters()))
+    assert twin.optimizer.param_groups[0]["params"][0] is next(twin.pipe.parameters())
+    assert twin.train_step(x, y) == pytest.approx(gpipe.train_step(x, y), abs=TOL)
+    _assert_close(dict(twin.model.named_parameters()), dict(gpipe.model.named_parameters()), "copy's parameters")
