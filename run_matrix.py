@@ -52,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --only {' '.join(args.only)} matches none of the {len(grid.cells)} cells of {grid.name}",
               file=sys.stderr)
         return 2
+    from bench.execution.capacity import check_device_counts
+
+    too_many = check_device_counts(cells)  # on a GPU machine: refused before the first cell, not cell by cell
+    if too_many:
+        print(f"error: {too_many}", file=sys.stderr)
+        return 2
     results_dir = Path(args.results) if args.results else REPO_ROOT / "results" / grid.name
     if args.dry_run:
         from bench.run.dry_run import dry_run_text

@@ -3,10 +3,16 @@
 BP's network as an `nn.Sequential` (stages + head), partitioned over the
 devices by the balance (stages per device; the head goes with the last one)
 and run on `chunks` micro-batches with re-materialisation (`checkpoint`).
-Known facts (../shared/reference/LIBRARIES.md): torchgpipe maps every CPU
+Known facts (docs/LIBRARIES.md): torchgpipe maps every CPU
 "device" to one worker thread, so on CPU its partitions run one after another;
 it is here for CUDA and as the reference implementation; `gpipe_dist` is the
 backend with real concurrency on CPU.
+
+Text models: the network is `as_pipeline`, whose layers pass payloads in
+`to_batch_first` form (token states, padding mask, LSTM states turned batch-first,
+an empty (B, 0) tensor for "no state yet"), so torchgpipe splits every entry
+along dim 0 like an image batch.  The mask needs no gradient, which torchgpipe's
+checkpointing does not allow for; `allow_outputs_without_grad` fixes that.
 
 Copies: the harness deep-copies a placed method (the training-memory probe, the
 profiled run), and torchgpipe's cache of copy streams cannot be copied: on CPU
@@ -21,24 +27,54 @@ deferred_batch_norm (default False).
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch.profiler import record_function
 
-from .base import Method, MethodConfig, make_optimizer
+from .base import Method, MethodConfig, MethodOptions, make_optimizer
 from .registry import register_method
-from .sequential_net import as_sequential
+from .sequential_net import as_pipeline
 
-__all__ = ["GPipeTorchgpipe"]
+__all__ = ["GPipeTorchgpipe", "allow_outputs_without_grad"]
 
 CHECKPOINT_MODES = ("always", "except_last", "never")
 
 
+def _checkpoint_backward(ctx, *grad_output: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
+    """torchgpipe 0.0.7's `Checkpoint.backward`, handing autograd only the outputs that need a gradient.
+
+    Upstream passes every recomputed output to `autograd.backward`, which refuses
+    one that needs no gradient (a text payload's bool padding mask): the same bug
+    and fix as torch.utils.checkpoint's (pytorch/pytorch#45934).  With all
+    outputs differentiable (vision) it is the upstream call exactly.
+    """
+    output, input_leaf = ctx.recomputed.pop()
+    tensors = output if isinstance(output, tuple) else (output,)
+    pairs = [(t, g) for t, g in zip(tensors, grad_output) if t.requires_grad]
+    if pairs:
+        torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
+    return (None,) * 5 + tuple(x.grad for x in input_leaf)
+
+
+def allow_outputs_without_grad() -> None:
+    """Install `_checkpoint_backward` in torchgpipe (idempotent; autograd looks `backward` up per call)."""
+    from torchgpipe.checkpoint import Checkpoint
+
+    Checkpoint.backward = staticmethod(_checkpoint_backward)
+
+
+class GPipeOptions(MethodOptions):
+    chunks: int = Field(4, ge=1, description="micro-batches per batch")
+    checkpoint: Literal["always", "except_last", "never"] = "except_last"
+    deferred_batch_norm: bool = False
+
+
 @register_method("gpipe")
 class GPipeTorchgpipe(Method):
-    OPTIONS = ("chunks", "checkpoint", "deferred_batch_norm")
+    Options = GPipeOptions
 
     def __init__(self, model, config: MethodConfig) -> None:
         super().__init__(model, config)
@@ -52,10 +88,7 @@ class GPipeTorchgpipe(Method):
         self.optimizer = None
 
     @classmethod
-    def incompatibility(cls, *, modality, batch_size, devices, options):
-        if modality == "text":
-            return (f"{cls.name} splits batch-first tensors into micro-batches; text models pass "
-                    "(hidden, mask, LSTM state) payloads: use a vision model")
+    def incompatibility(cls, *, model, batch_size, devices, options):
         chunks = int(options.get("chunks", 4))
         if batch_size % chunks:
             return f"batch_size {batch_size} must be a multiple of chunks {chunks} (equal micro-batches)"
@@ -64,6 +97,7 @@ class GPipeTorchgpipe(Method):
     def place(self, stage_devices: Sequence[torch.device], balance: Sequence[int] | None = None) -> None:
         from torchgpipe import GPipe
 
+        allow_outputs_without_grad()
         if balance is None:
             balance = [len(stage_devices)]
         # one partition per device: the first stage of each group names the device
@@ -72,7 +106,7 @@ class GPipeTorchgpipe(Method):
         balance = list(balance)
         balance[-1] += 1  # the head layer
         self.pipe = GPipe(
-            as_sequential(self.model), balance=balance, devices=devices, chunks=self.chunks,
+            as_pipeline(self.model), balance=balance, devices=devices, chunks=self.chunks,
             checkpoint=self.checkpoint, deferred_batch_norm=self.deferred_batch_norm,
         )
         self.optimizer = make_optimizer(self.pipe.parameters(), self.config)

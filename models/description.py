@@ -51,10 +51,15 @@ def describe_model(model: StagedModel, sample: torch.Tensor, name: str = "") -> 
     """Describe `model` by running `sample` through its stages (use the meta device: shapes only)."""
     outputs = []
     x: Payload = sample
+    # eval mode: batch norm then reads its running statistics; in training mode its meta-device
+    # forward goes through torch's decompositions, whose first use imports torch._dynamo (seconds)
+    was_training = model.training
+    model.eval()
     with torch.no_grad():
         for stage in model.stages:
             x = stage(x)
             outputs.append(payload_kind(x))
+    model.train(was_training)
     convolutional = any(isinstance(m, nn.Conv2d) for m in model.stages[0].modules())
     return ModelDescription(name or getattr(model, "name", ""), model.modality, model.num_stages,
                             tuple(outputs), convolutional)

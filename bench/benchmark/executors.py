@@ -34,14 +34,7 @@ def _cell(executor: str, model: str = "vgg8", dataset: str = "cifar10@synthetic"
     return Cell("bench", "scpl", model, dataset, batch, 2, 0, settings)
 
 
-def _configs() -> dict:
-    try:
-        return {"vgg_scpl_2dev_threads": _cell("threads"), "vgg_scpl_2dev_processes": _cell("processes")}
-    except Exception:  # noqa: BLE001 - a CellSettings without `executor`: nothing to add yet
-        return {}
-
-
-CONFIGS = _configs()
+CONFIGS = {"vgg_scpl_2dev_threads": _cell("threads"), "vgg_scpl_2dev_processes": _cell("processes")}
 
 
 def executor_ratios(samples: dict) -> list[dict]:

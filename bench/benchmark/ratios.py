@@ -24,6 +24,9 @@ from pathlib import Path
 from bench.execution.devices import available_cores
 from bench.grid import Cell, CellSettings
 from bench import REPO_ROOT
+from bench.benchmark.dry_run import dry_run_entry
+from bench.benchmark.executors import CONFIGS as EXECUTOR_CONFIGS
+from bench.benchmark.executors import executor_ratios
 from bench.run.runner import run_cell_subprocess
 
 __all__ = ["main", "CONFIGS"]
@@ -51,6 +54,7 @@ CONFIGS = {
     "vgg_scpl_gpipe_2dev_c4": _cell("scpl_gpipe", "vgg8", "cifar10@synthetic", 128, 2, 1, chunks=4),
     "vgg_ddp_2dev": _cell("ddp", "vgg8", "cifar10@synthetic", 128, 2, 1),
 }
+CONFIGS.update(EXECUTOR_CONFIGS)  # SCPL on 2 devices, threads vs processes (bench/benchmark/executors.py)
 BARE = ("vgg8", "cifar10@synthetic", 128)
 
 
@@ -115,6 +119,7 @@ def ratios(samples: dict) -> list[dict]:
         "detail": f"BP {t['vgg_bp_1dev'] * 1000:.0f} ms/step vs SCPL (projector m) {t['vgg_scpl_1dev'] * 1000:.0f} ms/step, 1 thread",
     })
     out += gpipe_ratios(samples, t)
+    out += executor_ratios(samples)
     bare = statistics.median(samples["bare_scpl_1dev"])
     out.append({
         "name": "harness_overhead_scpl_1dev", "ratio": bare / t["vgg_scpl_1dev"], "target": 0.98,
@@ -179,6 +184,7 @@ def machine_facts() -> str:
 
 def main() -> int:
     entries = ratios(measure())
+    entries.append(dry_run_entry())
     path = REPO_ROOT / "results" / "bench" / "bench.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     facts = machine_facts()

@@ -8,12 +8,15 @@ A cell runs in phases, each returning a typed record of what it measured:
 prepare the data, build and place the method, train untimed (for accuracy),
 time the warm-up + timed steps, evaluate, and profile.  The row is assembled
 from those records' columns, so each column is written in one place.
+
+A training run (`epochs` set) replaces the untimed training, the timed steps
+and the evaluation by one phase, `run_epochs` (bench/cell/training_run.py):
+E whole epochs through the same executor, evaluated, timed and resumable.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,6 +48,7 @@ def _base_row(cell: Cell) -> ResultRow:
 
     spec = get_spec(cell.dataset)
     return ResultRow(
+        epochs=cell.settings.epochs,
         cell_id=cell.cell_id, grid=cell.grid, method=cell.method, model=cell.model,
         dataset=cell.dataset, data_kind=spec.kind, batch_size=cell.batch_size,
         devices=cell.devices, trial=cell.trial, seed=cell.seed,
@@ -83,14 +87,18 @@ class CellData:
     timed: list
     data_time_s: float
     batch_size: int
+    note: Optional[str] = None  # how the data read differs from the published dataset
 
     @property
     def steps_per_epoch(self) -> int:
         """Batches in one pass over the training split actually read (after the validation hold-out)."""
-        return math.ceil(len(self.train_set) / self.batch_size)
+        from data.epochs import batches_per_epoch
+
+        return batches_per_epoch(len(self.train_set), self.batch_size)
 
     def columns(self) -> dict:
-        return {"data_time_s": self.data_time_s, "steps_per_epoch": self.steps_per_epoch}
+        return {"data_time_s": self.data_time_s, "steps_per_epoch": self.steps_per_epoch, "data_note": self.note,
+                "num_classes": self.spec.num_classes, "train_items": len(self.train_set)}
 
 
 @dataclass
@@ -163,25 +171,41 @@ class Evaluation:
 # -- phases ---------------------------------------------------------------------------------------
 
 def prepare_data(cell: Cell, data_root: Optional[str]) -> CellData:
-    """Load the splits and build the untimed and the timed batches ahead of time."""
-    from data import get_spec, load_dataset
+    """Load the splits and build the untimed and the timed batches ahead of time.
+
+    Classes and sizes are those of the data read (data/observed.py), not the
+    published ones; where they differ the row's `data_note` says how, and one
+    warning line goes to stderr.  A training run evaluates on the whole
+    validation hold-out and test set and streams its training batches, so only
+    the batches that choose the balance and count training memory are built here.
+    """
+    from data import load_dataset
+    from data.observed import observe_dataset
 
     s = cell.settings
-    spec = get_spec(cell.dataset)
     t0 = time.perf_counter()
-    split_args = dict(root=data_root, seed=cell.seed, val_fraction=s.val_fraction)
+    observed = observe_dataset(cell.dataset, data_root, s.max_train_items, s.max_test_items)
+    spec = observed.spec
+    if observed.note:
+        print(f"warning: {observed.note}", file=sys.stderr)
+    split_args = dict(root=data_root, seed=cell.seed, val_fraction=s.val_fraction, spec=spec,
+                      max_train_items=s.max_train_items, max_test_items=s.max_test_items)
     train_set = load_dataset(cell.dataset, split="train", augment=s.augment, noise_rate=s.noise_rate, **split_args)
     val_set = load_dataset(cell.dataset, split="val", **split_args) if s.val_fraction > 0 else None
     test_set = load_dataset(cell.dataset, split="test", **split_args)
-    untimed = prepare_batches(train_set, cell.batch_size, s.train_steps, cell.seed, s.views, spec.modality, spec,
-                              s.data_workers)
-    timed = prepare_batches(train_set, cell.batch_size, s.warmup_steps + s.steps, cell.seed + 10_000, s.views,
+    training_run = s.epochs is not None
+    eval_batches = None if training_run else s.eval_batches
+    untimed = [] if training_run else prepare_batches(
+        train_set, cell.batch_size, s.train_steps, cell.seed, s.views, spec.modality, spec, s.data_workers)
+    timed_count = (2 if s.balance == "auto" else 1) if training_run else s.warmup_steps + s.steps
+    timed = prepare_batches(train_set, cell.batch_size, timed_count, cell.seed + 10_000, s.views,
                             spec.modality, spec, s.data_workers)
     return CellData(
         spec=spec, train_set=train_set,
-        val_batches=test_batches(val_set, s.eval_batch_size, s.eval_batches) if val_set is not None else None,
-        test_batches=test_batches(test_set, s.eval_batch_size, s.eval_batches),
+        val_batches=test_batches(val_set, s.eval_batch_size, eval_batches) if val_set is not None else None,
+        test_batches=test_batches(test_set, s.eval_batch_size, eval_batches),
         untimed=untimed, timed=timed, data_time_s=time.perf_counter() - t0, batch_size=cell.batch_size,
+        note=observed.note,
     )
 
 
@@ -229,9 +253,15 @@ def time_steps(cell: Cell, placed: PlacedMethod, data: CellData) -> TimedRun:
     for device in placed.devices.devices:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
+    ranks: list[dict] = []
     record = run_training(placed.method, data.timed, placed.devices, placed.balance, warmup_steps=s.warmup_steps,
-                          queue_depth=s.queue_depth, timeout_s=s.timeout_s, executor=s.executor)
+                          queue_depth=s.queue_depth, timeout_s=s.timeout_s, executor=s.executor,
+                          on_ranks=ranks.extend)
     peak, per_device, kind = peak_memory(placed.devices)
+    rank_peaks = [r.get("peak_mem_bytes") for r in sorted(ranks, key=lambda r: r["rank"])]
+    if rank_peaks and all(isinstance(v, int) for v in rank_peaks):
+        # each rank's own GPU: the parent process cannot read another process's CUDA peak
+        peak, per_device, kind = max(rank_peaks), rank_peaks, "cuda_max_allocated"
     # after the peak is read (it allocates); one extra, untimed step on a copy
     train_mem = training_memory_bytes(placed.method, data.timed[0]) if s.count_train_memory else []
     return TimedRun(record, step_stats(record), cell.batch_size * s.views, peak, per_device, kind, train_mem)
@@ -264,6 +294,21 @@ def profile(cell: Cell, placed: PlacedMethod, data: CellData, timed_median_s: fl
     return profile_columns(result, timed_median_s, results_dir)
 
 
+def train_for_epochs(cell: Cell, placed: PlacedMethod, data: CellData, results_dir: Optional[Path]) -> dict:
+    """The training-run phase (`epochs` set): whole epochs, then memory; its row columns."""
+    from bench.cell.training_run import run_epochs
+
+    s = cell.settings
+    for device in placed.devices.devices:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+    trained = run_epochs(cell, placed, data, results_dir)
+    peak, per_device, kind = peak_memory(placed.devices)
+    train_mem = training_memory_bytes(placed.method, data.timed[0]) if s.count_train_memory else []
+    return {**trained.columns(), "peak_mem_bytes": peak, "peak_mem_per_device": per_device, "peak_mem_kind": kind,
+            "train_mem_bytes": train_mem, "train_mem_max_bytes": max(train_mem) if train_mem else None}
+
+
 def run_cell(cell: Cell, data_root: Optional[str] = None, results_dir: Optional[Path] = None) -> ResultRow:
     """Prepare, build, place, train (untimed, then warm-up + timed steps), evaluate, profile one cell."""
     wall_start = time.perf_counter()
@@ -274,6 +319,13 @@ def run_cell(cell: Cell, data_root: Optional[str] = None, results_dir: Optional[
 
     data = prepare_data(cell, data_root)
     placed = build_and_place(cell, data, devices, data_root)
+    if s.epochs is not None:
+        row = _base_row(cell)
+        for column, value in {**data.columns(), **placed.columns(), **train_for_epochs(cell, placed, data,
+                                                                                        results_dir)}.items():
+            setattr(row, column, value)
+        row.duration_s = time.perf_counter() - wall_start
+        return row
     curve = train_untimed(cell, placed, data)
     timed = time_steps(cell, placed, data)
     evaluation = evaluate(cell, placed, data, curve)

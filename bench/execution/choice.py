@@ -13,7 +13,7 @@ through `choose_executor` and `run_training`, so the rule is written once:
 from __future__ import annotations
 
 from enum import Enum
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 from methods.base import Execution
 
@@ -42,18 +42,26 @@ def choose_executor(method, device_count: int, executor: str = "threads") -> Exe
     return Executor.SEQUENTIAL
 
 
-def run_training(method, batches: Sequence, devices: DeviceSet, balance: Sequence[int], *, warmup_steps: int,
+def run_training(method, batches: Iterable, devices: DeviceSet, balance: Sequence[int], *, warmup_steps: int,
                  queue_depth: int = 2, timeout_s: float = 1800.0, executor: str = "threads",
                  on_batch_done: Optional[Callable[[int], None]] = None,
-                 rank_wrapper: Optional[RankWrapper] = None, absorb_results: bool = True) -> RunRecord:
+                 rank_wrapper: Optional[RankWrapper] = None, absorb_results: bool = True,
+                 on_ranks: Optional[Callable[[list[dict]], None]] = None) -> RunRecord:
     """Train `method` on `batches` with the chosen executor; the record of when each batch finished.
 
     `on_batch_done(i)` runs in the calling thread as batch i completes (in-process
     executors only; the profiler's step boundary).  `rank_wrapper` wraps the job of
     each rank of a process executor; `absorb_results=False` leaves the parent's
     method as it was (the profiler's run must not change the trained model).
+
+    `batches` may be a list or any iterable (a training run streams each epoch):
+    the sequential and threads executors pull one batch at a time; the process
+    executors ship their batches to the ranks up front, so an iterable is read
+    into a list first (one epoch of batches in memory for those).
     """
     kind = choose_executor(method, devices.count, executor)
+    if kind in (Executor.RANKS, Executor.PROCESSES) and not isinstance(batches, Sequence):
+        batches = list(batches)
     if kind is Executor.RANKS:
         from .processes import record_from_ranks, run_ranks
 
@@ -67,7 +75,8 @@ def run_training(method, batches: Sequence, devices: DeviceSet, balance: Sequenc
     if kind is Executor.PROCESSES:
         from .distributed_pipeline import run_distributed_pipeline
 
-        return run_distributed_pipeline(method, balance, devices, batches, warmup_steps, queue_depth, timeout_s)
+        return run_distributed_pipeline(method, balance, devices, batches, warmup_steps, queue_depth, timeout_s,
+                                        rank_wrapper=rank_wrapper, absorb_results=absorb_results, on_ranks=on_ranks)
     if kind is Executor.THREADS:
         from .pipeline import run_pipelined
 

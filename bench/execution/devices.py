@@ -2,7 +2,7 @@
 
 On a CPU-only machine, "N devices" means N worker threads, each with
 `threads_per_device` intra-op threads.  ATen releases the GIL inside ops, so the
-workers really run at the same time (measured: ../shared/reference/CPU_DEVICES.md).
+workers really run at the same time (measured: docs/DEVICES.md).
 A timed configuration that asks for more threads than cores is *oversubscribed*
 and is flagged in its result row.
 """

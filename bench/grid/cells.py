@@ -22,6 +22,7 @@ problem found is reported at once, one line each with its key path.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -108,7 +109,14 @@ class Cell:
         return self.settings.seed + self.trial
 
     def identity(self) -> dict:
-        """Everything that determines the measurement (the grid name and the timeout do not)."""
+        """Everything that determines the measurement (the grid name and the timeout do not).
+
+        Computed once per cell (grids of 10,000 cells ask for it several times each): treat it as read-only.
+        """
+        return self._identity
+
+    @functools.cached_property
+    def _identity(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("grid", "settings")}
         settings = self.settings.as_dict()
         settings.pop("timeout_s")
@@ -121,8 +129,9 @@ class Cell:
         d["settings"] = settings
         return d
 
-    @property
+    @functools.cached_property
     def cell_id(self) -> str:
+        """A hash of `identity()`: a rerun finds finished cells by it (computed once per cell)."""
         blob = json.dumps(self.identity(), sort_keys=True, default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
@@ -230,8 +239,11 @@ def _same_size_devices(combos: list[tuple[dict, CellSettings]]) -> list[tuple[di
     if not combos:
         return combos
     share = cores_per_device(max(int(c["devices"]) for c, _ in combos))
-    return [(c, s if s.threads_per_device is not None else s.model_copy(update={"threads_per_device": share}))
-            for c, s in combos]
+    sized: dict[int, CellSettings] = {}  # one copy per distinct settings object, shared by its cells
+    for _, s in combos:
+        if id(s) not in sized:
+            sized[id(s)] = s if s.threads_per_device is not None else s.model_copy(update={"threads_per_device": share})
+    return [(c, sized[id(s)]) for c, s in combos]
 
 
 def _check_structure(raw: dict, where: str) -> list[str]:
@@ -321,8 +333,12 @@ def load_grid(name_or_path: str, overrides: Iterable[str] = (), check: bool = Tr
         from .feasibility import cell_problems  # imports torch and the registries: only when needed
 
         by_problem: dict[str, list[Cell]] = {}
+        checked: dict[tuple, list[str]] = {}  # trials of one configuration share their problems
         for cell in cells:
-            for problem in cell_problems(cell):
+            key = (cell.method, cell.model, cell.dataset, cell.batch_size, cell.devices, id(cell.settings))
+            if key not in checked:
+                checked[key] = cell_problems(cell)
+            for problem in checked[key]:
                 by_problem.setdefault(problem, []).append(cell)
         if by_problem:
             raise GridError(f"{where}: cell {found[0].label}"

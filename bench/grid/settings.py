@@ -137,6 +137,8 @@ class CellSettings(BaseModel):
         Per-method form when every key is a method name mapping to a dict.
         """
         opts = self.method_options
+        if not opts:
+            return {}
         if known_methods is None:
             from methods import list_methods  # imports (registers) every method
 

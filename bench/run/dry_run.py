@@ -40,6 +40,10 @@ def dry_run_text(cells: Iterable[Cell], results_dir: Path) -> str:
         if cell.cell_id in done:
             lines.append(f"{cell.cell_id}  {cell.label}  done")
             continue
+        if not seconds:  # nothing measured yet: no estimate to look up
+            unknown += 1
+            lines.append(f"{cell.cell_id}  {cell.label}")
+            continue
         key = _configuration({"method": cell.method, "model": cell.model, "dataset": cell.dataset,
                               "batch_size": cell.batch_size, "devices": cell.devices,
                               "settings_json": json.dumps(cell.identity()["settings"], sort_keys=True)})
