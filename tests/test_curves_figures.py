@@ -44,3 +44,19 @@ def test_acc_speed_lists_runs_that_never_reached_the_target(tmp_path):
     assert any(t.startswith("not reached: scpl (2 dev): 2/2") for t in texts)
     assert not any("scpl" in t and "not reached" not in t for t in texts)  # no point drawn for SCPL
     plt.close(fig)
+
+
+def test_write_report_includes_tta_accuracy_tables_and_curves(tmp_path):
+    from bench.report.write import write_report
+
+    hand_made(tmp_path)
+    text = write_report(tmp_path)
+    assert "Speedup in time to test accuracy over BP on 1 device" in text and "2.20x" in text
+    assert "| SCPL (2 dev) | **78.00 ± 0.00** |" in text  # the paper's table form, SCPL the only non-BP method
+    for name in ("tta.md", "tta.csv", "tta_speedup.md", "tta_speedup.csv", "accuracy_paper_cifar10-synthetic.tex"):
+        assert (tmp_path / name).exists()
+    assert (tmp_path / "plots" / "curves_vgg8_cifar10-synthetic.png").exists()
+    page = (tmp_path / "report.html").read_text()
+    assert "Time-to-accuracy speedup: vgg8 on cifar10@synthetic" in page and "not reached (2/2 trials)" in page
+    assert "<strong>78.00 ± 0.00</strong>" in page and 'alt="curves_vgg8_cifar10-synthetic"' in page
+    assert 'alt="acc_speed_vgg8_cifar10-synthetic"' in page

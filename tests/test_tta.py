@@ -88,7 +88,8 @@ def test_speedup_over_bp_and_not_reached(tmp_path):
 
 def test_written_files_say_not_reached_never_a_number(tmp_path):
     frame, curves = hand_made(tmp_path)
-    sections = write_tta(tmp_path, frame, curves)
+    sections, tta = write_tta(tmp_path, frame, curves)
+    assert len(tta) == len(tta_frame(frame, curves)[0])
     assert sections and all((tmp_path / f).exists() for f in ("tta.md", "tta.csv", "tta_speedup.md", "tta_speedup.csv"))
     speedup_md = (tmp_path / "tta_speedup.md").read_text()
     assert "| scpl (2 devices) | 1.10x | 2.20x | 1.65x | not reached (2/2 trials) |" in speedup_md
@@ -104,5 +105,6 @@ def test_written_files_say_not_reached_never_a_number(tmp_path):
 def test_no_curves_no_tables(tmp_path):
     append_rows(tmp_path, [result_row("bp", 1, 0, 0.8)])
     frame = read_results(tmp_path)
-    assert write_tta(tmp_path, frame, curves_with_rows(load_curves(tmp_path), frame)) == []
+    sections, tta = write_tta(tmp_path, frame, curves_with_rows(load_curves(tmp_path), frame))
+    assert sections == [] and tta.empty
     assert not (tmp_path / "tta.md").exists()

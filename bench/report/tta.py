@@ -268,14 +268,18 @@ _HOW = ("Times are training wall-clock (evaluation excluded) at the first evalua
         "target: an upper bound, resolution eval_every epochs (the CSV's lower_s is the evaluation before).")
 
 
-def write_tta(results_dir: Path, frame: pd.DataFrame, curves: pd.DataFrame) -> list[tuple[str, str]]:
-    """Write tta.md/.csv and tta_speedup.md/.csv; return (heading, markdown) sections (none without curves)."""
+def write_tta(results_dir: Path, frame: pd.DataFrame,
+              curves: pd.DataFrame) -> tuple[list[tuple[str, str]], pd.DataFrame]:
+    """Write tta.md/.csv and tta_speedup.md/.csv; return (heading, markdown) sections and the per-run frame.
+
+    Nothing is written without curves (no training runs): ([], empty frame).
+    """
     results_dir = Path(results_dir)
     from bench.report.write import markdown_table  # write imports this module
 
     tta, notes = tta_frame(frame, curves)
     if tta.empty:
-        return []
+        return [], tta
     tta.drop(columns="_time_key").to_csv(results_dir / "tta.csv", index=False)
     stats = tta_speedup_frame(tta)
     stats.to_csv(results_dir / "tta_speedup.csv", index=False)
@@ -293,4 +297,4 @@ def write_tta(results_dir: Path, frame: pd.DataFrame, curves: pd.DataFrame) -> l
     (results_dir / "tta.md").write_text("\n".join(per_run) + note_text)
     (results_dir / "tta_speedup.md").write_text("\n".join(md for _, md in speedups) + note_text)
     sections = speedups + [("Time to accuracy, every run", "\n".join(per_run) + note_text)]
-    return sections
+    return sections, tta

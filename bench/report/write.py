@@ -7,8 +7,11 @@ the same model, dataset and batch size (BP's absolute time in parentheses).
 Written as markdown and CSV next to the parquet.  The caption says whether the
 data was synthetic and whether epochs were measured or extrapolated.  Beside
 them: `paper_<item>.md/.csv` for each item of the SCPL paper the results cover
-(bench/report/paper.py, docs/PAPER.md) and `report.html`, one self-contained
-page of everything (bench/report/page.py).
+(bench/report/paper.py, docs/PAPER.md), for training runs (curves.parquet) the
+time to accuracy and its speedup over BP (`tta*.md/.csv`, bench/report/tta.py),
+the paper's accuracy table form per dataset (`accuracy_paper_<dataset>.*`,
+bench/report/accuracy_tables.py) and `report.html`, one self-contained page of
+everything (bench/report/page.py).
 """
 from __future__ import annotations
 
@@ -17,10 +20,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.store.layout import StoreError
 from bench.store.parquet import read_results
+from bench.report.accuracy_tables import write_accuracy_tables
 from bench.report.baseline import base_method, with_bp_baseline
 from bench.report.page import write_page
 from bench.report.paper import write_paper_comparisons
+from bench.report.tta import curves_with_rows, load_curves, write_tta
 from bench.report.variants import label_variants
 
 __all__ = ["speedup_table", "accuracy_table", "write_report", "markdown_table"]
@@ -159,6 +165,18 @@ def write_report(results_dir: Path) -> str:
         (results_dir / f"{stem}.md").write_text(text)
         out.append(text)
         sections.append((f"Speedup: {model} on {dataset}", text))
+    try:
+        curves = curves_with_rows(load_curves(results_dir), frame)
+    except (StoreError, OSError, ValueError) as exc:  # a broken curves file must not cost the other tables
+        curves = pd.DataFrame()
+        out.append(f"training curves not read: {exc}")
+    tta_sections, tta = write_tta(results_dir, frame, curves)
+    for heading, text in tta_sections:
+        sections.append((heading, text))  # beside the per-epoch speedup tables
+        if heading.startswith("Time-to-accuracy speedup"):
+            out.append(text)
+    if tta_sections:
+        out.append(f"time to accuracy of every run: {results_dir / 'tta.md'}")
     acc = accuracy_table(frame)
     if not acc.empty:
         acc.to_csv(results_dir / "accuracy.csv")
@@ -176,6 +194,9 @@ def write_report(results_dir: Path) -> str:
         (results_dir / "accuracy.md").write_text(text)
         out.append(text)
         sections.append(("Accuracy", text))
+    for heading, text in write_accuracy_tables(results_dir, frame):
+        out.append(text)
+        sections.append((heading, text))
     exits, policies = exits_tables(frame)
     if not exits.empty:
         text = ("**Early exits: accuracy, time to the exit's prediction and parameters used, per exit.**\n\n"
@@ -197,7 +218,10 @@ def write_report(results_dir: Path) -> str:
             f"{r.method}/{r.model}/b{r.batch_size}/d{r.devices}: {r.status}" for r in failed.itertuples()))
     from bench.report.figures import plots_dir, write_figures  # matplotlib/seaborn: only when a report is written
 
+    from bench.report.curves_figures import write_curves_figures
+
     figures = write_figures(results_dir, frame)
+    figures += write_curves_figures(frame, curves, tta, plots_dir(results_dir))
     if figures:
         out.append(f"{len(figures)} figure file(s) in {plots_dir(results_dir)} (docs/PROFILING.md)")
     page = write_page(results_dir, frame, sections, figures)
