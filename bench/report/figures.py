@@ -13,6 +13,9 @@ Per model/dataset pair:
   batch size side by side on one time axis (bench.timeline), each panel's title
   with its bubble and overlap fractions.
 
+Training runs (curves.parquet) add learning curves and accuracy against speed
+(`curves_*`, `acc_speed_*`: bench/report/curves_figures.py, same colours).
+
 One colour per method in every figure (`method_colour`), whatever the grid.
 
 Where: `plots/<grid>/` for a results folder `results/<grid>` of this

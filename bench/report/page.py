@@ -4,7 +4,8 @@ Why one file: it opens from disk, offline, on any machine (figures inlined as
 base64 PNG, no scripts, no fonts or styles from the network), so a results
 folder can be mailed or archived and still be looked at.  It holds the grid's
 description and provenance, every table written as markdown next to the
-parquet (speedup, accuracy, exits, paper beside measured), the bubble and
+parquet (speedup, time to accuracy, accuracy, the paper's accuracy table form,
+exits, paper beside measured), the bubble and
 overlap of every profiled cell with a link to its trace folder and the command
 that opens TensorBoard on it, the failed cells with their errors, and every
 figure.  Written by `write_report` each time.
