@@ -6,24 +6,55 @@ on one thread) and is the path to several machines.  BP's network as an
 last device) and each mini-batch is split into `chunks` micro-batches; the
 loss is the mean over micro-batches, so gradients equal BP's (without batch norm).
 
+Text models: stages send payloads in `to_batch_first` form (`as_pipeline`), a
+tuple of tensors each split along dim 0; a stage module gets them as `*args`
+and their shapes are inferred at the first step.  Entries that need no
+gradient (the bool padding mask, an empty "no LSTM state yet") get none back;
+every tensor sent either way is made contiguous (`RankPart`).
+
 Options: chunks (default 4), schedule "gpipe" | "1f1b".
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from pydantic import Field
 
-from .base import MethodConfig, make_optimizer
+from .base import MethodConfig, MethodOptions, make_optimizer
 from .process_method import ProcessMethod, load_optimizer_state, timed_loop
 from .registry import register_method
-from .sequential_net import as_sequential
+from .sequential_net import PipelineSequential, as_pipeline
 
 __all__ = ["GPipeDistributed", "pipeline_rank"]
 
 SCHEDULES = ("gpipe", "1f1b")
+
+
+class ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the gradient contiguous (see `RankPart`)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
+
+
+class RankPart(PipelineSequential):
+    """One rank's layers, sending only contiguous tensors (activations forward, gradients back).
+
+    The pipelining library allocates a receive buffer with the strides of the
+    sender's tensor, and gloo receives only into contiguous buffers; a
+    batch-first LSTM's output, and its gradient for its input, are not contiguous.
+    """
+
+    def forward(self, *inputs: torch.Tensor):
+        out = super().forward(*(ContiguousGrad.apply(t) if t.requires_grad else t for t in inputs))
+        return out.contiguous() if isinstance(out, torch.Tensor) else tuple(t.contiguous() for t in out)
 
 
 def _rank_layers(balance: Sequence[int], rank: int, num_stages: int) -> list[int]:
@@ -38,9 +69,9 @@ def pipeline_rank(rank, world, device, model, balance, batches, config: MethodCo
                   optimizer_state=None):
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
-    seq = as_sequential(model)
+    seq = as_pipeline(model)
     layers = _rank_layers(balance, rank, model.num_stages)
-    part = nn.Sequential(*[seq[i] for i in layers]).to(device)
+    part = RankPart(*[seq[i] for i in layers]).to(device)
     stage = PipelineStage(part, stage_index=rank, num_stages=world, device=device)
     schedule_cls = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}[schedule]
     runner = schedule_cls(stage, n_microbatches=chunks, loss_fn=F.cross_entropy)
@@ -72,9 +103,14 @@ def pipeline_rank(rank, world, device, model, balance, batches, config: MethodCo
     return result
 
 
+class GPipeDistOptions(MethodOptions):
+    chunks: int = Field(4, ge=1, description="micro-batches per batch")
+    schedule: Literal["gpipe", "1f1b"] = "gpipe"
+
+
 @register_method("gpipe_dist")
 class GPipeDistributed(ProcessMethod):
-    OPTIONS = ("chunks", "schedule")
+    Options = GPipeDistOptions
 
     def __init__(self, model, config: MethodConfig) -> None:
         super().__init__(model, config)
@@ -84,10 +120,7 @@ class GPipeDistributed(ProcessMethod):
             raise ValueError(f"gpipe_dist: schedule {self.schedule!r} unknown; choose one of {SCHEDULES}")
 
     @classmethod
-    def incompatibility(cls, *, modality, batch_size, devices, options):
-        if modality == "text":
-            return (f"{cls.name} splits batch-first tensors into micro-batches; text models pass "
-                    "(hidden, mask, LSTM state) payloads: use a vision model")
+    def incompatibility(cls, *, model, batch_size, devices, options):
         chunks = int(options.get("chunks", 4))
         if batch_size % chunks:
             return f"batch_size {batch_size} must be a multiple of chunks {chunks} (equal micro-batches)"

@@ -6,18 +6,23 @@ loss still sees the *whole* batch (all micro-batch outputs concatenated), so
 with no batch norm the update equals plain SCPL's.  Each micro-batch output is
 sent on before the stage's update, exactly like SCPL's whole-batch output.
 
-Option: chunks (default 4).  Vision models only (payloads are split along dim 0).
+Option: chunks (default 4).  Text payloads are split and joined entry by entry
+along each entry's batch dimension (`split_payload` / `cat_payloads`: dim 1 for
+LSTM states); the pipelined executor splits the input batch itself, which is a
+tensor (images or token ids) for every model.
 """
 from __future__ import annotations
 
 from typing import Optional
 
 import torch
+from pydantic import Field
 from torch.profiler import record_function
 
 from models import detach_payload, payload_to
+from models.staged import cat_payloads, split_payload
 
-from .base import MethodConfig, StageStep
+from .base import MethodConfig, MethodOptions, StageStep
 from .registry import register_method
 from .scpl import SCPL
 
@@ -29,11 +34,9 @@ class MicroBatchStageStep(StageStep):
 
     def __init__(self, step: StageStep, chunks: int):
         # adopt the SCPL step's modules and optimizer (same parameters, same numbers)
-        torch.nn.Module.__init__(self)
-        self.index, self.encoder, self.objective = step.index, step.encoder, step.objective
-        self.optimizer, self.device = step.optimizer, step.device
-        self.schedule, self.calls = None, 0
-        self.chunks = chunks
+        super().__init__(step.index, step.encoder, step.objective, make_opt=lambda _params: step.optimizer)
+        self.device = step.device
+        self.micro_batches = chunks
         self._outputs: list = []
         self._labels: list = []
 
@@ -50,7 +53,7 @@ class MicroBatchStageStep(StageStep):
         loss: Optional[torch.Tensor] = None
         if chunk == chunks - 1:
             with record_function(f"stage{k}/loss"):
-                loss = self.objective(torch.cat(self._outputs), torch.cat(self._labels))
+                loss = self.objective(cat_payloads(self._outputs), torch.cat(self._labels))
             with record_function(f"stage{k}/backward"):
                 loss.backward()
             with record_function(f"stage{k}/step"):
@@ -62,27 +65,29 @@ class MicroBatchStageStep(StageStep):
     def forward(self, x, y):
         """Whole batch at once (the sequential executor): the same micro-batch math."""
         outs, loss = [], None
-        chunks = list(zip(x.chunk(self.chunks), y.chunk(self.chunks)))
+        chunks = list(zip(split_payload(x, self.micro_batches), y.chunk(self.micro_batches)))
         for c, (xc, yc) in enumerate(chunks):
             out, loss = self.accept(xc, yc, c, len(chunks))
             outs.append(out)
-        return torch.cat(outs), loss
+        return cat_payloads(outs), loss
+
+
+class SCPLGPipeOptions(MethodOptions):
+    chunks: int = Field(4, ge=1, description="micro-batches per batch")
 
 
 @register_method("scpl_gpipe")
 class SCPLGPipe(SCPL):
-    OPTIONS = ("chunks",)
+    Options = SCPLGPipeOptions
 
     def __init__(self, model, config: MethodConfig) -> None:
         super().__init__(model, config)
-        chunks = int(config.options.get("chunks", 4))
-        self.steps = [MicroBatchStageStep(step, chunks) for step in self.steps]
+        self.micro_batches = self.options.chunks  # the executors feed each stage this many per batch
+        self.steps = [MicroBatchStageStep(step, self.micro_batches) for step in self.steps]
 
     @classmethod
-    def incompatibility(cls, *, modality, batch_size, devices, options):
+    def incompatibility(cls, *, model, batch_size, devices, options):
         chunks = int(options.get("chunks", 4))
-        if modality == "text":
-            return "scpl_gpipe splits batch-first tensors into micro-batches: use a vision model"
         if batch_size % chunks or batch_size // chunks < 1:
             return f"batch_size {batch_size} must be a multiple of chunks {chunks}"
         return None

@@ -3,7 +3,10 @@
 Without batch norm, micro-batching and data parallelism change *where* the
 arithmetic happens, not what it is: after one step on the same batch every
 gradient and every parameter must equal BP's on one device (to float rounding).
-The ConvNet has no batch norm, which is why it is the model here.
+The ConvNet has no batch norm, which is why it is the model here; the text
+models (Transformer without dropout, BiLSTM) have none either, and their tuple
+payloads (states, padding mask, LSTM states, "no state yet") must split into
+micro-batches and cross devices and processes with the same result.
 """
 import copy
 
@@ -12,8 +15,10 @@ import torch
 
 from bench.execution import resolve_devices, stage_devices
 from bench.execution.processes import record_from_ranks, run_ranks
-from methods import MethodConfig, create_method
+from data import load_dataset
+from methods import MethodConfig, create_method, method_class
 from models import create_model
+from models.staged import cat_payloads, from_batch_first, split_payload, to_batch_first
 
 TOL = 1e-6
 
@@ -122,6 +127,107 @@ def test_untimed_steps_in_the_parent_then_ranks_continue_bp(name, options, balan
     results, _ = _run_process_method(method, 2, balance, batches[2:])
     method.absorb(results)
     _assert_close(dict(method.model.named_parameters()), dict(bp.model.named_parameters()), f"{name} parameters")
+
+
+# -- text models ---------------------------------------------------------------
+
+# Tiny widths, the reference's layout otherwise (embedding + 3 blocks, 4 stages).
+# Dropout 0: micro-batches draw other dropout masks than one whole batch does.
+TEXT_MODELS = {
+    "transformer": dict(embed_dim=8, num_heads=2, ff_dim=8, dropout=0.0),
+    "lstm": dict(embed_dim=8, hidden_size=6),
+}
+
+
+@pytest.fixture(scope="module")
+def imdb_batch():
+    """8 IMDB-twin reviews, 350 token ids right-padded (lengths 79 to 344), 2 classes."""
+    x, y = load_dataset("imdb@synthetic", "train", seed=0).get_batch(torch.arange(8))
+    assert (x == 0).any(dim=1).all(), "every review should carry padding"
+    return x, y
+
+
+def _fresh_text(name, model, **options):
+    torch.manual_seed(1)
+    net = create_model(model, num_classes=2, **TEXT_MODELS[model])
+    return create_method(name, net, MethodConfig(optimizer="sgd", lr=0.1, options=options))
+
+
+@pytest.fixture(scope="module")
+def bp_text_after_one_step(imdb_batch):
+    out = {}
+    for model in TEXT_MODELS:
+        bp = _fresh_text("bp", model)
+        bp.place([torch.device("cpu")] * 4)
+        loss = bp.train_step(*imdb_batch)
+        grads = {n: p.grad.clone() for n, p in bp.model.named_parameters()}
+        params = {n: p.detach().clone() for n, p in bp.model.named_parameters()}
+        out[model] = loss, grads, params
+    return out
+
+
+def test_text_payload_splits_on_each_entrys_batch_dimension(imdb_batch):
+    """LSTM payloads hold (2, B, H) states and None before the first LSTM; both must survive."""
+    net = _fresh_text("bp", "lstm").model
+    first = net.stages[0](imdb_batch[0])
+    second = net.stages[1](first)
+    assert first[2] is None and second[2].shape[:2] == (2, 8)
+    for payload in (first, second):
+        flat = to_batch_first(payload)
+        assert all(isinstance(t, torch.Tensor) and t.shape[0] == 8 for t in flat)
+        back = from_batch_first(tuple(t.chunk(4)[1] for t in flat))  # what a pipeline hands on
+        part = split_payload(payload, 4)[1]
+        assert len(back) == len(part) == len(payload)
+        for a, b in zip(back, part):
+            assert (a is None and b is None) or torch.equal(a, b)
+        for a, b in zip(cat_payloads(split_payload(payload, 4)), payload):
+            assert (a is None and b is None) or torch.equal(a, b)
+
+
+def _description(model: str, dataset: str = "imdb@synthetic"):
+    """What the grid hands `incompatibility`: the full-size model described on the meta device."""
+    from data import get_spec
+    from models.build import build_model
+    from models.description import describe_model
+
+    spec = get_spec(dataset)
+    staged = build_model(model, spec, "meta")
+    return describe_model(staged, torch.zeros((2, *spec.input_shape), dtype=torch.long, device="meta"), model)
+
+
+@pytest.mark.parametrize("model", list(TEXT_MODELS))
+@pytest.mark.parametrize("name", ["gpipe", "gpipe_dist", "scpl_gpipe"])
+def test_text_models_are_accepted(name, model):
+    cls, description = method_class(name), _description(model)
+    assert cls.incompatibility(model=description, batch_size=8, devices=2, options={"chunks": 4}) is None
+    assert "multiple of chunks" in cls.incompatibility(model=description, batch_size=6, devices=2, options={})
+
+
+@pytest.mark.parametrize("checkpoint", ["always", "except_last", "never"])
+@pytest.mark.parametrize("model", list(TEXT_MODELS))
+def test_torchgpipe_on_text_equals_bp(bp_text_after_one_step, imdb_batch, model, checkpoint):
+    """Three partitions: the boundaries after the embedding (LSTM: no state yet) and after a block."""
+    bp_loss, bp_grads, bp_params = bp_text_after_one_step[model]
+    gpipe = _fresh_text("gpipe", model, chunks=4, checkpoint=checkpoint)
+    balance = [1, 1, 2]
+    gpipe.place(stage_devices(balance, [torch.device("cpu")] * 3), balance)
+    assert len(gpipe.pipe.partitions) == 3
+    loss = gpipe.train_step(*imdb_batch)
+    assert loss == pytest.approx(bp_loss, abs=TOL)
+    _assert_close({n: p.grad for n, p in gpipe.model.named_parameters()}, bp_grads, f"torchgpipe {model} gradient")
+    _assert_close(dict(gpipe.model.named_parameters()), bp_params, f"torchgpipe {model} parameters")
+
+
+@pytest.mark.parametrize("model,balance,schedule", [("lstm", [1, 1, 2], "gpipe"), ("transformer", [2, 2], "1f1b")])
+def test_distributed_pipelining_on_text_equals_bp(bp_text_after_one_step, imdb_batch, model, balance, schedule):
+    """Tuple payloads between processes: shapes inferred, mask and empty entries without gradients."""
+    bp_loss, bp_grads, bp_params = bp_text_after_one_step[model]
+    method = _fresh_text("gpipe_dist", model, chunks=4, schedule=schedule)
+    results, grads = _run_process_method(method, len(balance), balance, [imdb_batch])
+    _assert_close(grads, bp_grads, f"gpipe_dist {model} gradient")
+    method.absorb(results)
+    _assert_close(dict(method.model.named_parameters()), bp_params, f"gpipe_dist {model} parameters")
+    assert record_from_ranks(results, 0).losses[0] == pytest.approx(bp_loss, abs=TOL)
 
 
 def test_torchgpipe_method_survives_a_deep_copy_after_a_step():
