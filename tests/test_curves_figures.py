@@ -57,6 +57,6 @@ def test_write_report_includes_tta_accuracy_tables_and_curves(tmp_path):
         assert (tmp_path / name).exists()
     assert (tmp_path / "plots" / "curves_vgg8_cifar10-synthetic.png").exists()
     page = (tmp_path / "report.html").read_text()
-    assert "Time-to-accuracy speedup: vgg8 on cifar10@synthetic" in page and "not reached (2/2 trials)" in page
+    assert "Time-to-accuracy speedup: vgg8 on cifar10@synthetic" in page and "not reached by 2/2 trials" in page
     assert "<strong>78.00 ± 0.00</strong>" in page and 'alt="curves_vgg8_cifar10-synthetic"' in page
     assert 'alt="acc_speed_vgg8_cifar10-synthetic"' in page

@@ -92,7 +92,7 @@ def test_written_files_say_not_reached_never_a_number(tmp_path):
     assert len(tta) == len(tta_frame(frame, curves)[0])
     assert sections and all((tmp_path / f).exists() for f in ("tta.md", "tta.csv", "tta_speedup.md", "tta_speedup.csv"))
     speedup_md = (tmp_path / "tta_speedup.md").read_text()
-    assert "| scpl (2 devices) | 1.10x | 2.20x | 1.65x | not reached (2/2 trials) |" in speedup_md
+    assert "| scpl (2 devices) | 1.10x | 2.20x | 1.65x | not reached by 2/2 trials |" in speedup_md
     assert "1x (22.0 s)" in speedup_md and "upper bound" in speedup_md
     assert "not reached (4 ep)" in (tmp_path / "tta.md").read_text()
     csv = pd.read_csv(tmp_path / "tta.csv")

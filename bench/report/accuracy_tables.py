@@ -118,6 +118,8 @@ def mark_significance(stats: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
                 stats.loc[index, "bold"] = bool(row["mean"] == best["mean"])
     notes = [f"Bold: the best method that does not compute BP's gradient and those not significantly different "
              f"from it (Welch's t-test, p ≥ {ALPHA}); † mean above BP's on 1 device."]
+    if per_batch:
+        notes.append("Bold and † compare rows of the same model and batch size.")
     if untested:
         notes.append("Some methods have fewer than 2 trials (or are compared with one that has): no significance "
                      "test for them, only the best is bold.")

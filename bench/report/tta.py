@@ -170,7 +170,10 @@ def tta_frame(frame: pd.DataFrame, curves: pd.DataFrame) -> tuple[pd.DataFrame, 
                 for target in targets:
                     records.append({**base, "metric": metric, "target": target.label, "target_kind": target.kind,
                                     "target_acc": target.value, **first_reached(run, column, target.value)})
-    return pd.DataFrame(records), notes
+    out = pd.DataFrame(records)
+    if not out.empty:
+        out["epoch"] = out["epoch"].astype("Int64")  # empty when not reached, never a made-up number
+    return out, notes
 
 
 def _rank(method: str) -> int:
@@ -251,7 +254,7 @@ def tta_speedup_table(stats: pd.DataFrame) -> pd.DataFrame:
                 continue
             r = mine.iloc[0]
             if r["trials_reached"] < r["trials"]:
-                cells.append(f"not reached ({r['trials'] - r['trials_reached']}/{r['trials']} trials)")
+                cells.append(f"not reached by {r['trials'] - r['trials_reached']}/{r['trials']} trials")
             elif base_method(method) == "bp" and devices == 1:
                 cells.append(f"1x ({_seconds(r['tta_mean_s'])})")
             elif not r["has_bp"]:
@@ -290,7 +293,7 @@ def write_tta(results_dir: Path, frame: pd.DataFrame,
         per_run.append(f"**Time to {metric} accuracy: {what}.** {_HOW}\n\n"
                        + markdown_table(tta_table(part), "run") + "\n")
     for (model, dataset, batch, metric), part in stats.groupby(_PAIR + ["metric"], sort=True):
-        speedups.append((f"Time-to-accuracy speedup: {model} on {dataset}",
+        speedups.append((f"Time-to-accuracy speedup: {model} on {dataset}, batch {batch} ({metric})",
                          f"**Speedup in time to {metric} accuracy over BP on 1 device: {model} on {dataset}, batch "
                          f"{batch}** (BP's mean time over trials / the row's; a mean only when every trial reached the "
                          f"target). {_HOW}\n\n" + markdown_table(tta_speedup_table(part), "method") + "\n"))
