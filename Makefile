@@ -17,7 +17,10 @@ $(STAMP): requirements.txt
 demo: setup
 	$(PY) run_matrix.py --grid demo.yaml
 
-test: setup
+# lint and type check first (seconds), then the tests; the report-page test needs `browser`
+test: setup browser
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q tests
 
 bench: setup
@@ -32,6 +35,7 @@ gpu-check: setup
 
 # A headless browser for tests/test_report_page.py: Debian's chromium (root: apt-get) and the
 # playwright pip package driving it (never `playwright install`: it downloads its own browsers).
+# Where no browser can be installed (no root, no package registry) the page test skips and says why.
 browser: setup
-	command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q chromium; }
-	$(PY) -m pip install --quiet playwright==1.65.2
+	@command -v chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } \
+		|| echo "chromium could not be installed: tests/test_report_page.py will skip"

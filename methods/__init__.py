@@ -7,7 +7,7 @@ with no other edit (the contract tests pick it up from `list_methods()`).
 import importlib
 import pkgutil
 
-from .base import DecoupledMethod, Method, MethodConfig, StageStep, make_optimizer
+from .base import DecoupledMethod, Execution, Method, MethodConfig, MethodOptions, StageStep, make_optimizer
 from .registry import UnknownMethodError, list_methods, method_class, register_method
 
 for _module in pkgutil.iter_modules(__path__):
@@ -20,6 +20,7 @@ def create_method(name: str, model, config: MethodConfig | None = None) -> Metho
 
 
 __all__ = [
-    "Method", "MethodConfig", "StageStep", "make_optimizer", "create_method",
+    "Method", "DecoupledMethod", "Execution", "MethodConfig", "MethodOptions", "StageStep", "make_optimizer",
+    "create_method",
     "UnknownMethodError", "list_methods", "method_class", "register_method",
 ]

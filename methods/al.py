@@ -12,7 +12,7 @@ stage's label-path input (needed by the autoencoder loss).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -89,6 +89,7 @@ class ALOptions(MethodOptions):
 @register_method("al")
 class AL(DecoupledMethod):
     Options = ALOptions
+    options: ALOptions
 
     def __init__(self, model: StagedModel, config: MethodConfig) -> None:
         super().__init__(model, config)

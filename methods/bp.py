@@ -25,7 +25,7 @@ __all__ = ["BP"]
 class BP(Method):
     def __init__(self, model: StagedModel, config: MethodConfig) -> None:
         super().__init__(model, config)
-        self.optimizer = make_optimizer(model.parameters(), config)
+        self.optimizer = make_optimizer(list(model.parameters()), config)
         self.stage_devices = [torch.device("cpu")] * model.num_stages
 
     def place(self, stage_devices: Sequence[torch.device], balance: Sequence[int] | None = None) -> None:

@@ -184,6 +184,7 @@ class ContSupOptions(MethodOptions):
 @register_method("contsup")
 class ContSup(DecoupledMethod):
     Options = ContSupOptions
+    options: ContSupOptions
 
     def __init__(self, model: StagedModel, config: MethodConfig) -> None:
         super().__init__(model, config)

@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Callable, Literal, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 from torch.profiler import record_function
@@ -103,6 +102,7 @@ class DASCPLOptions(MethodOptions):
 class DASCPL(ExitsMixin, DecoupledMethod):
     min_batch_size = 2
     Options = DASCPLOptions
+    options: DASCPLOptions
 
     def __init__(self, model: StagedModel, config: MethodConfig) -> None:
         super().__init__(model, config)

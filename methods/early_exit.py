@@ -6,7 +6,7 @@ exit's accuracy is reported too.
 """
 from __future__ import annotations
 
-from typing import Literal, Optional, Sequence
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -15,8 +15,8 @@ from torch import nn
 
 from models import StagedModel
 
-from .exits import ExitsMixin
 from .base import DecoupledMethod, MethodConfig, MethodOptions, StageStep, make_optimizer
+from .exits import ExitsMixin
 from .predictors import make_predictor
 from .registry import register_method
 
@@ -42,6 +42,7 @@ class EarlyExitOptions(MethodOptions):
 @register_method("early_exit")
 class EarlyExit(ExitsMixin, DecoupledMethod):
     Options = EarlyExitOptions
+    options: EarlyExitOptions
 
     def __init__(self, model: StagedModel, config: MethodConfig) -> None:
         super().__init__(model, config)

@@ -52,7 +52,7 @@ def choose_exits(logits_per_exit: list[torch.Tensor], policy: ExitPolicy) -> tor
         if not 0 <= k < n_exits:
             raise ValueError(f"fixed exit {k} out of range 0..{n_exits - 1}")
         return torch.full((batch,), k, dtype=torch.long)
-    probs = torch.stack([l.float().softmax(dim=1).cpu() for l in logits_per_exit])  # (exits, batch, C)
+    probs = torch.stack([logits.float().softmax(dim=1).cpu() for logits in logits_per_exit])  # (exits, batch, C)
     if policy.kind == "confidence":
         ok = probs.max(dim=2).values >= policy.value
     else:

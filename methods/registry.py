@@ -1,12 +1,15 @@
 """Methods found by name, like timm's model registry: no if/elif chains."""
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Callable, TypeVar
+
+if TYPE_CHECKING:
+    from .base import Method
 
 __all__ = ["register_method", "method_class", "list_methods", "UnknownMethodError"]
 
-_METHODS: dict[str, type] = {}
-T = TypeVar("T", bound=type)
+_METHODS: dict[str, type[Method]] = {}
+T = TypeVar("T", bound="type[Method]")
 
 
 class UnknownMethodError(ValueError):
@@ -19,14 +22,14 @@ def register_method(name: str) -> Callable[[T], T]:
     def decorate(cls: T) -> T:
         if name in _METHODS:
             raise ValueError(f"method {name!r} registered twice")
-        cls.name = name
+        setattr(cls, "name", name)  # a ClassVar set on the class itself
         _METHODS[name] = cls
         return cls
 
     return decorate
 
 
-def method_class(name: str) -> type:
+def method_class(name: str) -> type[Method]:
     try:
         return _METHODS[name]
     except KeyError:

@@ -8,8 +8,6 @@ it never trains the backbone, and it shares the last stage's optimizer.
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -79,6 +79,7 @@ class SCPLGPipeOptions(MethodOptions):
 @register_method("scpl_gpipe")
 class SCPLGPipe(SCPL):
     Options = SCPLGPipeOptions
+    options: SCPLGPipeOptions
 
     def __init__(self, model, config: MethodConfig) -> None:
         super().__init__(model, config)

@@ -43,7 +43,8 @@ def payload_kind(payload: Payload) -> PayloadKind:
     if isinstance(payload, tuple):
         return "tuple"
     if isinstance(payload, torch.Tensor):
-        return {4: "feature_map", 3: "sequence", 2: "vector"}.get(payload.dim(), "other")
+        kinds: dict[int, PayloadKind] = {4: "feature_map", 3: "sequence", 2: "vector"}
+        return kinds.get(payload.dim(), "other")
     return "other"
 
 

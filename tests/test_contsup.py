@@ -4,14 +4,14 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from test_executors import _batches, _params
 
 from bench.execution import resolve_devices, run_pipelined, run_sequential, stage_devices
 from methods import MethodConfig, create_method, method_class
-from methods.contsup import AuxHead, contsup_supcon_loss
 from methods.context_supply import ContextMode
+from methods.contsup import AuxHead, contsup_supcon_loss
 from models import count_parameters, create_model, detach_payload
 from models.cifar_resnet import MODULE_BOUNDARIES
-from test_executors import _batches, _params
 
 _CHANNELS = {0: 16, 1: 16, 2: 32, 3: 64}  # CIFAR ResNet stage -> channels (stage 0 is the stem)
 _SIDE = {0: 32, 1: 32, 2: 16, 3: 8}

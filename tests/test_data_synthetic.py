@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from data import (UnknownDatasetError, get_spec, list_datasets, load_dataset, two_view_batch)
+from data import UnknownDatasetError, get_spec, list_datasets, load_dataset, two_view_batch
 from data.augment import BasicAugment, random_crop_flip
 from data.counter_rng import item_keys, normal, uniform
 from data.splits import label_noise_offsets, split_positions
@@ -164,7 +164,7 @@ def test_random_crop_flip_is_a_shifted_possibly_mirrored_window():
     out = random_crop_flip(x, torch.Generator().manual_seed(0), padding=2)
     padded = F.pad(x, (2, 2, 2, 2))
     for b in range(2):
-        windows = [padded[b, :, t:t + 8, l:l + 8] for t in range(5) for l in range(5)]
+        windows = [padded[b, :, t:t + 8, left:left + 8] for t in range(5) for left in range(5)]
         assert any(torch.equal(out[b], w) or torch.equal(out[b], w.flip(-1)) for w in windows)
 
 

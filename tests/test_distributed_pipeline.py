@@ -6,7 +6,12 @@ import torch
 
 from bench.execution import resolve_devices, run_sequential, stage_devices
 from bench.execution.distributed_pipeline import (
-    _decode_header, _encode_header, _flatten, _unflatten, launched_by_torchrun, run_distributed_pipeline,
+    _decode_header,
+    _encode_header,
+    _flatten,
+    _unflatten,
+    launched_by_torchrun,
+    run_distributed_pipeline,
 )
 from bench.execution.record import NonFiniteLossError
 from methods import MethodConfig, create_method

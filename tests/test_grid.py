@@ -107,7 +107,7 @@ def test_dry_run_lists_cells_and_only_filters():
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
-    assert lines[-1].startswith("2 cells: 0 done, 2 to run") and all("scpl/" in l for l in lines[:-1])
+    assert lines[-1].startswith("2 cells: 0 done, 2 to run") and all("scpl/" in line for line in lines[:-1])
 
 
 def test_missing_real_dataset_stops_before_any_cell(tmp_path):

@@ -12,7 +12,7 @@ def _scalar_supcon(z, labels, tau, variant):
     z = torch.nn.functional.normalize(z, dim=1).tolist()
     n = len(z)
     dot = lambda a, b: sum(x * y for x, y in zip(a, b))
-    per_anchor, counted = [], []
+    per_anchor = []
     for i in range(n):
         denom = sum(math.exp(dot(z[i], z[k]) / tau) for k in range(n) if k != i)
         pos = [j for j in range(n) if j != i and labels[j] == labels[i]]

@@ -65,7 +65,7 @@ def test_trains_evaluates_and_counts(name):
     method, devices, balance = _method(name)
     before = _params(method)
     record = run_training(method, _batches(), devices, balance, warmup_steps=1, timeout_s=300)
-    assert len(record.completion_times) == 3 and all(l == l for l in record.losses)  # no NaN
+    assert len(record.completion_times) == 3 and all(loss == loss for loss in record.losses)  # no NaN
     after = _params(method)
     assert any(not torch.equal(before[k], after[k]) for k in before), "training changed no parameter"
     x, y = _batches(1)[0]

@@ -7,11 +7,9 @@ import subprocess
 import sys
 import time
 
-import pandas as pd
-
 from bench.grid import load_grid
-from bench.store.parquet import read_results
 from bench.run.runner import run_grid
+from bench.store.parquet import read_results
 from bench.store.row import ARROW_SCHEMA
 from tests.conftest import ROOT
 

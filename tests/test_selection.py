@@ -1,9 +1,9 @@
 """Model selection: evaluation points, validation-selected vs best test accuracy, data settings in a cell."""
 import pytest
 
-from bench.cell.run import run_cell
-from bench.grid import Cell, CellSettings, GridError
 from bench.cell.model_selection import SelectionCurve, segment_lengths
+from bench.cell.run import run_cell
+from bench.grid import Cell, CellSettings
 from bench.grid.feasibility import cell_problems
 from bench.grid.settings import settings_problems
 
@@ -68,7 +68,6 @@ def test_bad_data_settings_name_the_problem(settings, message):
 
 
 def test_glove_cell_loads_rows_aligned_to_the_vocabulary(tmp_path):
-    import torch
 
     from data import text_vocab
 
@@ -95,8 +94,8 @@ def test_glove_missing_file_names_path_and_fix(tmp_path):
 def test_worker_loaded_batches_equal_main_process_batches():
     import torch
 
-    from data.prepared import prepare_batches
     from data import get_spec, load_dataset
+    from data.prepared import prepare_batches
 
     spec = get_spec("cifar10@synthetic")
     train = load_dataset("cifar10@synthetic", split="train", seed=0)

@@ -3,9 +3,9 @@ import torch
 from torch import nn
 
 from bench.cell.training_memory import SavedTensorBytes, static_bytes, training_memory_bytes
-from models.build import build_model
 from data import get_spec
 from methods import MethodConfig, create_method
+from models.build import build_model
 
 
 def test_saved_bytes_of_a_linear_layer_equal_its_input():

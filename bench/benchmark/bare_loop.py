@@ -21,11 +21,10 @@ __all__ = ["bare_scpl_step_times"]
 
 def bare_scpl_step_times(model_name: str, dataset: str, batch_size: int, warmup: int, steps: int, seed: int) -> list[float]:
     from data import get_spec, load_dataset
+    from data.prepared import prepare_batches
     from methods.base import MethodConfig, make_optimizer
     from methods.losses import supcon_loss
     from methods.projectors import make_projector
-
-    from data.prepared import prepare_batches
     from models.build import build_model
 
     torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", "1")))

@@ -11,7 +11,6 @@ and prints the same as a table.  Always exits 0: a missed target is a finding.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
@@ -21,12 +20,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.execution.devices import available_cores
-from bench.grid import Cell, CellSettings
 from bench import REPO_ROOT
 from bench.benchmark.dry_run import dry_run_entry
 from bench.benchmark.executors import CONFIGS as EXECUTOR_CONFIGS
 from bench.benchmark.executors import executor_ratios
+from bench.execution.devices import available_cores
+from bench.grid import Cell, CellSettings
 from bench.run.runner import run_cell_subprocess
 
 __all__ = ["main", "CONFIGS"]

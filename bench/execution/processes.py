@@ -20,8 +20,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from .devices import DeviceSet
-from .threads import use_threads
 from .record import RunRecord, check_finite
+from .threads import use_threads
 
 __all__ = ["run_ranks", "free_port", "record_from_ranks"]
 
@@ -80,7 +80,7 @@ def run_ranks(fn: Callable, devices: DeviceSet, args: tuple = (), timeout_s: flo
     for p in procs:
         p.start()
     collected: dict[int, Any] = {}
-    errors = []
+    errors: list[str] = []
     try:
         while len(collected) + len(errors) < world:
             try:

@@ -2,6 +2,6 @@
 
 Cheap to import (no torch): `--dry-run` and every check of a grid go through here.
 """
-from .cells import AXES, GRIDS_DIR, Cell, Grid, GridError, CellSettings, load_grid, resolve_grid_path
+from .cells import AXES, GRIDS_DIR, Cell, CellSettings, Grid, GridError, load_grid, resolve_grid_path
 
 __all__ = ["AXES", "GRIDS_DIR", "Cell", "CellSettings", "Grid", "GridError", "load_grid", "resolve_grid_path"]

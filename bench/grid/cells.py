@@ -72,7 +72,7 @@ class _Axes(BaseModel):
     def _as_list(cls, value: Any, info: Any) -> Any:
         if info.field_name == "trial" and isinstance(value, int) and not isinstance(value, bool):
             if value < 1:
-                raise ValueError(f"a trial count must be >= 1 (or give a list of trial indices like [0, 1])")
+                raise ValueError("a trial count must be >= 1 (or give a list of trial indices like [0, 1])")
             return list(range(value))
         return value if isinstance(value, list) else [value]
 
@@ -297,7 +297,7 @@ def load_grid(name_or_path: str, overrides: Iterable[str] = (), check: bool = Tr
             problems += [f"{where}: {line}" for line in format_validation_error(exc, "axes")]
     settings, settings_errors = settings_problems(raw.get("settings") or {}, "settings")
     problems += [f"{where}: {line}" for line in settings_errors]
-    include_settings = []
+    include_settings: list[Optional[CellSettings]] = []
     rules_ok = all(isinstance(raw.get(key) or [], list) and all(isinstance(r, dict) for r in raw.get(key) or [])
                    for key in ("exclude", "include"))
     for i, rule in enumerate(raw.get("include") or [] if rules_ok else []):

@@ -15,7 +15,8 @@ __all__ = ["check_data_files"]
 
 def check_data_files(cells: Iterable[Cell], data_root: Optional[str]) -> None:
     """Raise GridError naming the first missing file of a real dataset or GloVe."""
-    from data import DatasetFileError, data_root as resolve_root, get_spec, glove_path
+    from data import DatasetFileError, get_spec, glove_path
+    from data import data_root as resolve_root
     from data.glove import require_glove
     from data.sources import require_files, source_for
 

@@ -100,7 +100,7 @@ def cell_problems(cell: Cell) -> list[str]:
         problems.append(f"settings.eval_points: {s.eval_points} needs settings.train_steps >= "
                         f"{s.eval_points - 1} (evaluations are spread over the untimed training steps)")
     if s.local_loss == "ntxent" and s.views != 2:
-        problems.append(f"settings.local_loss: 'ntxent' needs the two-view batch; set views: 2")
+        problems.append("settings.local_loss: 'ntxent' needs the two-view batch; set views: 2")
     if spec is not None and s.glove and spec.modality != "text":
         problems.append(f"settings.glove: true needs a text dataset; {cell.dataset!r} is {spec.modality}")
     if method_cls is None or spec is None or cell.model not in list_models():

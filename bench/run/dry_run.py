@@ -56,7 +56,9 @@ def dry_run_text(cells: Iterable[Cell], results_dir: Path) -> str:
             lines.append(f"{cell.cell_id}  {cell.label}")
     todo = len(cells) - len([c for c in cells if c.cell_id in done])
     summary = f"{len(cells)} cells: {len(cells) - todo} done, {todo} to run"
-    if todo:
-        summary += f"; about {estimate / 60:.1f} min for the {todo - unknown} with earlier rows"
-        summary += f", {unknown} with no earlier row to estimate from" if unknown else ""
+    if todo and todo > unknown:
+        summary += f"; about {estimate / 60:.1f} min for the {todo - unknown} with earlier rows of their configuration"
+        summary += f", {unknown} with none to estimate from" if unknown else ""
+    elif todo:
+        summary += "; no earlier rows of these configurations to estimate the time from"
     return "\n".join(lines + [summary])

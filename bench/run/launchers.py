@@ -71,10 +71,10 @@ class SubmititLauncher:
     starts every job at once and gives all the same GPUs, which would spoil timings. `slurm`:
     one job array per distinct resource request, all submitted at once."""
 
-    def __init__(self, cluster: str, options: SlurmOptions = SlurmOptions(), wait: bool = True):
+    def __init__(self, cluster: str, options: Optional[SlurmOptions] = None, wait: bool = True):
         if cluster not in ("local", "slurm"):
             raise ValueError(f"submitit cluster {cluster!r}: local or slurm")
-        self.cluster, self.options, self.wait = cluster, options, wait
+        self.cluster, self.options, self.wait = cluster, options or SlurmOptions(), wait
 
     def _pending_dir(self, results_dir: Path) -> Path:
         return Path(results_dir) / "jobs" / "pending"
@@ -157,7 +157,7 @@ class SubmititLauncher:
         return left
 
 
-def make_launcher(name: str, options: SlurmOptions = SlurmOptions(), wait: bool = True) -> Launcher:
+def make_launcher(name: str, options: Optional[SlurmOptions] = None, wait: bool = True) -> Launcher:
     """`local`, `submitit-local` or `slurm` (run_matrix.py --launcher)."""
     if name == "local":
         return LocalLauncher()

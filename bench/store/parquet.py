@@ -12,8 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-import pandas as pd
-
 from bench.store.compact import Compaction, compact
 from bench.store.fragments import append_rows, list_fragments
 from bench.store.layout import RESULTS_FILE, StoreError, check_results_dir, remove_stale_temps, results_path
