@@ -30,7 +30,11 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:  # imported inside the functions that run: `make gpu-check` without CUDA stays light
+    from bench.grid import Cell
+    from bench.store.row import ResultRow
 
 __all__ = ["main", "plan_cells", "CheckedCell", "NO_CUDA_MESSAGE", "trace_kernels"]
 
@@ -42,10 +46,10 @@ MAX_STAGES = 4  # ConvNet's stages: the most devices a staged cell can use
 @dataclass
 class CheckedCell:
     label: str
-    cell: object  # bench.grid.Cell
+    cell: Cell
     needs_nccl: bool = False  # a multi-process cell on 2+ GPUs
     problems: list[str] = field(default_factory=list)
-    row: object = None
+    row: Optional[ResultRow] = None
     kernels: int = 0
     labelled_kernels: int = 0
 
@@ -121,6 +125,7 @@ def trace_kernels(trace_dir: Path) -> tuple[int, int, set, bool]:
 
 def check_row(item: CheckedCell, results_dir: Path) -> None:
     row, devices = item.row, item.cell.devices
+    assert row is not None  # checked only after the cell ran
     if row.status != "ok":
         last_line = (row.error or "").strip().splitlines()[-1:] or [""]
         item.problems.append(f"status {row.status}: {last_line[0]}")

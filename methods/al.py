@@ -37,7 +37,7 @@ class ALBlock(nn.Module):
     def __init__(self, feature_dim: int, label_in: int, hidden: int, modality: str, bridge_factor: int):
         super().__init__()
         if modality == "text":
-            act = nn.Tanh
+            act: type[nn.Module] = nn.Tanh
             self.bridge = nn.Sequential(nn.Linear(feature_dim, hidden), act())
         else:
             act = nn.Sigmoid
@@ -98,15 +98,15 @@ class AL(DecoupledMethod):
         hidden = int(opts.hidden or DEFAULT_HIDDEN.get(getattr(model, "name", ""), default_hidden))
         factor = opts.bridge_factor
         label_dims = [model.num_classes] + [hidden] * (model.num_stages - 1)
-        self.blocks = nn.ModuleList(
-            ALBlock(dim, label_in, hidden, model.modality, factor)
-            for dim, label_in in zip(model.feature_dims, label_dims)
-        )
+        # a typed list for the code, the ModuleList for parameters, devices and state dicts
+        self.block_list = [ALBlock(dim, label_in, hidden, model.modality, factor)
+                           for dim, label_in in zip(model.feature_dims, label_dims)]
+        self.blocks = nn.ModuleList(self.block_list)
         detach = opts.detach_bridge_target
         self.steps = [
             ALStageStep(
-                k, stage, ALObjective(model.reducers[k], self.blocks[k], detach),
-                lambda p: make_optimizer(p, config), self.blocks[k], model.num_classes,
+                k, stage, ALObjective(model.reducers[k], self.block_list[k], detach),
+                lambda p: make_optimizer(p, config), self.block_list[k], model.num_classes,
             )
             for k, stage in enumerate(model.stages)
         ]
@@ -122,18 +122,18 @@ class AL(DecoupledMethod):
         model = self.model
         for stage in model.stages:
             x = stage(payload_to(x, next(stage.parameters()).device))
-        last = self.blocks[-1]
+        last = self.block_list[-1]
         t = last.bridge(model.reducers[-1](x))
-        for block in reversed(self.blocks):
+        for block in reversed(self.block_list):
             t = block.label_decoder(payload_to(t, next(block.parameters()).device))
         return t
 
     def parameter_counts(self) -> tuple[int, int]:
         """Effective: f's + b_K + every h; affiliated: every g and b_1..b_{K-1}. The unused head counts nowhere."""
         stages = count_parameters(self.model.stages)
-        decoders = sum(count_parameters(b.label_decoder) for b in self.blocks)
-        effective = stages + count_parameters(self.blocks[-1].bridge) + decoders
-        affiliated = sum(count_parameters(b.label_encoder) for b in self.blocks) + sum(
-            count_parameters(b.bridge) for b in self.blocks[:-1]
+        decoders = sum(count_parameters(b.label_decoder) for b in self.block_list)
+        effective = stages + count_parameters(self.block_list[-1].bridge) + decoders
+        affiliated = sum(count_parameters(b.label_encoder) for b in self.block_list) + sum(
+            count_parameters(b.bridge) for b in self.block_list[:-1]
         )
         return effective, affiliated

@@ -80,7 +80,7 @@ class ImageEncoder(nn.Module):
         )
 
     def forward(self, image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        return F.adaptive_avg_pool2d(self.body(image), tuple(size))
+        return F.adaptive_avg_pool2d(self.body(image), (int(size[0]), int(size[1])))
 
 
 class InputEncoder(nn.Module):
@@ -91,7 +91,7 @@ class InputEncoder(nn.Module):
         self.body = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1), nn.BatchNorm2d(out_channels), nn.ReLU())
 
     def forward(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        return F.adaptive_avg_pool2d(self.body(x), tuple(size))
+        return F.adaptive_avg_pool2d(self.body(x), (int(size[0]), int(size[1])))
 
 
 class ContextSupply(nn.Module):

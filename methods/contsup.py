@@ -143,6 +143,7 @@ class ContextualModule(nn.Module):
             recent: tuple = (None if self.mode.image else image,)
         else:
             h, image, *rest = payload
+            assert self.supply is not None, "every module after the first has a context supply"
             a = self.supply(h, image, rest)
             recent = (a, *rest)
         recent = (recent + (None,) * n)[:n]
@@ -202,17 +203,17 @@ class ContSup(DecoupledMethod):
         image_channels, channels = _module_channels(model)
         input_channels = [image_channels] + channels  # a_0 .. a_{K-1}
         out = feature_dim if self.local_loss == "contrast" else model.num_classes
-        self.aux_heads = nn.ModuleList(AuxHead(c, out, feature_dim) for c in channels)
-        self.supplies = nn.ModuleList(
-            ContextSupply(k, self.mode, input_channels[:k], channels[k - 1]) for k in range(1, num)
-        )
+        heads = [AuxHead(c, out, feature_dim) for c in channels]
+        supplies = [ContextSupply(k, self.mode, input_channels[:k], channels[k - 1]) for k in range(1, num)]
+        self.aux_heads = nn.ModuleList(heads)
+        self.supplies = nn.ModuleList(supplies)
         last = num - 1
         self.steps = []
         for k, stage in enumerate(model.stages):
-            module = ContextualModule(k, stage, self.supplies[k - 1] if k else None, self.mode)
+            module = ContextualModule(k, stage, supplies[k - 1] if k else None, self.mode)
             objective = (
                 ClassifierObjective(model.reducers[k], model.head) if k == last
-                else AuxObjective(self.aux_heads[k], self.local_loss, temperature)
+                else AuxObjective(heads[k], self.local_loss, temperature)
             )
             self.steps.append(StageStep(k, module, objective, lambda p: make_optimizer(p, config)))
 

@@ -18,6 +18,7 @@ __all__ = ["flatten_features", "mean_tokens", "masked_mean_tokens", "lstm_final_
 
 def flatten_features(payload: Payload) -> torch.Tensor:
     """(B, C, H, W) -> (B, C*H*W): what the papers' CNN local losses consume."""
+    assert isinstance(payload, torch.Tensor), "CNN stages pass one feature map"
     return torch.flatten(payload, 1)
 
 

@@ -56,14 +56,14 @@ def split_payload(payload: Payload, chunks: int) -> list[Payload]:
     if isinstance(payload, torch.Tensor):
         return list(payload.chunk(chunks))
     parts = [p.chunk(chunks, dim=_batch_dim(i)) if p is not None else None for i, p in enumerate(payload)]
-    n = len(parts[0])
+    n = len(next(p for p in parts if p is not None))
     return [tuple(p[c] if p is not None else None for p in parts) for c in range(n)]
 
 
 def cat_payloads(payloads: Sequence[Payload]) -> Payload:
     """Join micro-batch payloads back into one batch (the inverse of `split_payload`)."""
     if isinstance(payloads[0], torch.Tensor):
-        return torch.cat(list(payloads))
+        return torch.cat([p for p in payloads if isinstance(p, torch.Tensor)])
     return tuple(
         torch.cat([p[i] for p in payloads], dim=_batch_dim(i)) if first is not None else None
         for i, first in enumerate(payloads[0])
@@ -115,7 +115,10 @@ class StagedModel(nn.Module):
         head: classifier applied to reducers[-1](r_K); logits = head(reduce(r_K)).
         num_classes: output width of the head.
         modality: "vision" or "text" (selects projector/predictor defaults).
+        name: the registry name it was built under (methods with per-model reference sizes read it).
     """
+
+    name: str = ""
 
     def __init__(
         self,

@@ -82,7 +82,7 @@ def measure(rounds: int = ROUNDS) -> dict:
                 if row.status != "ok":
                     raise RuntimeError(f"{name} failed: {row.error}")
                 samples[name].append(row)
-                print(f"round {r + 1}/{rounds} {name}: {row.step_time_median_s * 1000:.0f} ms/step", flush=True)
+                print(f"round {r + 1}/{rounds} {name}: {(row.step_time_median_s or 0) * 1000:.0f} ms/step", flush=True)
             samples["bare_scpl_1dev"].append(_bare_loop())
     return samples
 

@@ -76,10 +76,7 @@ def _groups(balance: Sequence[int]) -> list[list[int]]:
 
 def _micro_batches(method) -> int:
     """Micro-batches per batch fed to each stage step (SCPL + GPipe: its chunks; others 1)."""
-    chunks = getattr(method, "micro_batches", None)
-    if chunks is None:  # the older spelling, on the stage steps
-        chunks = getattr(method.stage_steps()[0], "chunks", 1)
-    return int(chunks)
+    return int(method.micro_batches)
 
 
 def _sync(device: torch.device) -> None:
@@ -161,7 +158,7 @@ class _Receiver:
 
     def __init__(self, peer: int, device: torch.device, messages: int) -> None:
         self.peer, self.device, self.remaining = peer, device, messages
-        self.header_work = None
+        self.header_work: Optional[dist.Work] = None
         self._post_header()
 
     def _post_header(self) -> None:
@@ -172,6 +169,7 @@ class _Receiver:
 
     def wait_header(self) -> tuple[int, list]:
         """Idle time: waits until the previous rank has sent (not labelled as work)."""
+        assert self.header_work is not None, "no header receive posted"
         self.header_work.wait()
         return _decode_header(self.header)
 
@@ -181,7 +179,8 @@ class _Receiver:
         works = [dist.irecv(t, self.peer) for t in tensors if t is not None]
         self._post_header()
         for w in works:
-            w.wait()
+            if w is not None:  # irecv returns None only outside a process group
+                w.wait()
         return _unflatten(layout, tensors)
 
 
@@ -252,6 +251,7 @@ def _train_rank(rank: int, world: int, device: torch.device, method, balance: Se
                 x, y = feed[i * chunks + c]
                 x, y = payload_to(x, device, non_blocking=True), y.to(device, non_blocking=True)
             else:
+                assert receiver is not None  # every rank but the first receives
                 layout, specs = receiver.wait_header()
                 group_start = time.perf_counter()
                 with record_function(f"copy stage{mine[0] - 1}->stage{mine[0]}"):

@@ -126,7 +126,7 @@ class SubmititLauncher:
             return len(pending)
         for path in pending:
             entry = json.loads(path.read_text())
-            job = submitit.SlurmJob(folder=Path(ctx.results_dir) / "jobs" / "%j", job_id=entry["job_id"])
+            job: submitit.SlurmJob = submitit.SlurmJob(folder=Path(ctx.results_dir) / "jobs" / "%j", job_id=entry["job_id"])
             self._collect(job, Cell.from_json(entry["cell"]), entry["attempt"], ctx, on_row)
         return 0
 
