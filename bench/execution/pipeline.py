@@ -16,7 +16,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 from torch.profiler import record_function
@@ -24,8 +24,8 @@ from torch.profiler import record_function
 from models import payload_to
 
 from .devices import DeviceSet
-from .threads import use_threads
 from .record import RunRecord, check_finite
+from .threads import use_threads
 
 __all__ = ["run_pipelined"]
 
@@ -62,7 +62,7 @@ def run_pipelined(
     steps: Sequence,
     balance: Sequence[int],
     devices: DeviceSet,
-    batches: Sequence,
+    batches: Iterable,
     warmup_steps: int,
     queue_depth: int = 2,
     on_batch_done: Optional[Callable[[int], None]] = None,
@@ -72,7 +72,9 @@ def run_pipelined(
 
     `on_batch_done(i)` is called in the calling thread as batch i leaves the
     last stage (the profiler's `step()` must be called from the thread that
-    started it).
+    started it).  `batches` may be any iterable (a training run's stream of an
+    epoch): the feeder thread pulls them one at a time, so nothing beyond the
+    queues is held.
     """
     if sum(balance) != len(steps) or len(balance) != devices.count:
         raise ValueError(f"balance {list(balance)} does not split {len(steps)} stages over {devices.count} devices")
@@ -81,13 +83,15 @@ def run_pipelined(
         groups.append(list(range(first, first + count)))
         first += count
     chunks = micro_batches  # each batch is fed as this many micro-batches (Method.micro_batches)
-    queues = [queue.Queue(maxsize=queue_depth * chunks) for _ in range(len(groups) + 1)]
+    queues: list[queue.Queue] = [queue.Queue(maxsize=queue_depth * chunks) for _ in range(len(groups) + 1)]
     stop = threading.Event()
     errors: list[BaseException] = []
     stage_busy = [0.0] * len(steps)
     device_busy = [0.0] * len(groups)
-    stage_losses = [[0.0] * len(batches) for _ in steps]
-    completions = [0.0] * len(batches)
+    # by batch index (dict item assignment is atomic under the GIL): the count is known once fed
+    stage_losses: list[dict[int, float]] = [{} for _ in steps]
+    completions: dict[int, float] = {}
+    fed = [0]
     intervals: list[tuple[int, int, float, float]] = []  # list.append is atomic under the GIL
 
     def worker(d: int) -> None:
@@ -140,11 +144,15 @@ def run_pipelined(
     def feed() -> None:
         try:
             for i, (x, y) in enumerate(batches):
+                fed[0] = i + 1
                 for c, (xc, yc) in enumerate(zip(x.chunk(chunks), y.chunk(chunks)) if chunks > 1 else [(x, y)]):
                     _put(queues[0], (i, c, xc, yc), stop)
             _put(queues[0], _DONE, stop)
         except _Stopped:
             return
+        except BaseException as exc:  # noqa: BLE001 - the data stream failed: re-raised in the caller's thread
+            errors.append(exc)
+            stop.set()
 
     # Feeding from its own thread lets this thread drain the last queue from the
     # start, so no bounded queue can fill up behind a feeder that waits on it.
@@ -171,10 +179,11 @@ def run_pipelined(
         raise errors[0]
     return RunRecord(
         start_time=start,
-        completion_times=completions,
-        losses=[sum(stage_losses[k][i] for k in range(len(steps))) for i in range(len(batches))],
+        completion_times=[completions[i] for i in range(fed[0])],
+        losses=[sum(stage_losses[k].get(i, 0.0) for k in range(len(steps))) for i in range(fed[0])],
         warmup_steps=warmup_steps,
         stage_busy_s=stage_busy,
         device_busy_s=device_busy,
         stage_intervals=sorted(intervals, key=lambda iv: iv[2]),
+        stage_losses=[[stage_losses[k].get(i, 0.0) for i in range(fed[0])] for k in range(len(steps))],
     )

@@ -33,3 +33,5 @@ class RunRecord:
     device_busy_s: list[float] = field(default_factory=list)
     # (stage, batch, start, end) of every stage step: shows what overlapped with what
     stage_intervals: list[tuple[int, int, float, float]] = field(default_factory=list)
+    # stage_losses[k][i]: stage k's local loss on batch i (decoupled methods; empty otherwise)
+    stage_losses: list[list[float]] = field(default_factory=list)

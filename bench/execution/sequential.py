@@ -25,6 +25,7 @@ def run_sequential(method, batches: Sequence, devices: DeviceSet, warmup_steps: 
     completions: list[float] = []
     losses: list[float] = []
     intervals: list[tuple[int, int, float, float]] = []
+    per_stage: list[list[float]] = [[] for _ in steps] if steps else []
     synchronize(devices)
     start = time.perf_counter()
     for i, (x, y) in enumerate(batches):
@@ -41,6 +42,7 @@ def run_sequential(method, batches: Sequence, devices: DeviceSet, warmup_steps: 
                 if i >= warmup_steps:
                     stage_busy[k] += t1 - t0
                 check_finite(stage_loss, f"stage {k}", i)
+                per_stage[k].append(stage_loss)
                 loss += stage_loss
         check_finite(loss, method.name, i)
         synchronize(devices)
@@ -57,4 +59,5 @@ def run_sequential(method, batches: Sequence, devices: DeviceSet, warmup_steps: 
         stage_busy_s=stage_busy,
         device_busy_s=[busy_total],
         stage_intervals=intervals,
+        stage_losses=per_stage,
     )

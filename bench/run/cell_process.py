@@ -15,7 +15,7 @@ from bench.run.cell_entry import PARENT_PID_ENV
 from bench.run.process_group import run_in_new_group
 from bench.store.row import ResultRow
 
-__all__ = ["run_cell_subprocess", "cell_env"]
+__all__ = ["run_cell_subprocess", "cell_env", "cell_timeout_s"]
 
 
 def cell_env(cell: Cell) -> dict:
@@ -29,6 +29,16 @@ def cell_env(cell: Cell) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env[PARENT_PID_ENV] = str(os.getpid())
     return env
+
+
+def cell_timeout_s(cell: Cell) -> float:
+    """The limit on the cell's process: `timeout_s`, or per epoch for a training run.
+
+    A training run gets timeout_s x (epochs + 1): one share per epoch and one for
+    loading, building and the final evaluation.  A resumed run gets the whole limit again.
+    """
+    s = cell.settings
+    return s.timeout_s * (s.epochs + 1) if s.epochs is not None else s.timeout_s
 
 
 def _signal_name(code: int) -> str:
@@ -57,10 +67,11 @@ def run_cell_subprocess(cell: Cell, data_root: Optional[str], workdir: Path,
            str(Path(results_dir).resolve()) if results_dir else ""]  # profiled cells write traces there
     start = time.perf_counter()
     try:
-        result = run_in_new_group(cmd, cell.settings.timeout_s, workdir / cell.cell_id, cell_env(cell), REPO_ROOT)
+        limit = cell_timeout_s(cell)
+        result = run_in_new_group(cmd, limit, workdir / cell.cell_id, cell_env(cell), REPO_ROOT)
         elapsed = time.perf_counter() - start
         if result.timed_out:
-            return failed_row(cell, "timeout", f"cell exceeded its timeout of {cell.settings.timeout_s:.0f} s", elapsed)
+            return failed_row(cell, "timeout", f"cell exceeded its timeout of {limit:.0f} s", elapsed)
         if row_file.exists():
             return ResultRow(**json.loads(row_file.read_text()))
         tail = (result.output_tail.splitlines() or ["no output"])[-1]

@@ -21,6 +21,7 @@ from bench.run.launchers import LaunchContext, Launcher, LocalLauncher
 from bench.run.retry import DEFAULT_RETRY, cells_to_run
 from bench.run.signals import interrupt_on_signals
 from bench.store.compact import compact
+from bench.store.curves import compact_curves
 from bench.store.read import latest_attempts, read_history
 from bench.store.row import ResultRow
 
@@ -114,6 +115,7 @@ def run_grid(
         pending = launcher.launch(todo, LaunchContext(grid.name, results_dir, data_root, progress), record)
         if not pending:
             compact(results_dir)  # results.parquet holds every row once the run is over
+            compact_curves(results_dir)  # and curves.parquet every training run's epochs
     from bench.report.write import write_report
 
     report = write_report(results_dir)  # tables (and figures) regenerated from everything measured so far

@@ -59,7 +59,14 @@ class ResultRow:
     timed_total_s: Optional[float] = None
     steps_per_epoch: Optional[int] = None
     epoch_time_s: Optional[float] = None
-    epoch_time_kind: Optional[str] = None  # "measured" | "extrapolated"
+    epoch_time_kind: Optional[str] = None  # "measured" (training run: the median epoch) | "extrapolated"
+    # training runs (`epochs` set; docs/TRAINING.md): per-epoch detail is in curves.parquet
+    epochs: Optional[int] = None  # epochs trained; None = the sampled mode
+    epoch_times_s: list[float] = field(default_factory=list)  # each epoch, devices synchronised
+    train_wall_s: Optional[float] = None  # training wall-clock, evaluation and checkpoints excluded
+    data_wait_s: Optional[float] = None  # time the feeding loop was blocked on the data loader, in all
+    data_wait_fraction: Optional[float] = None  # data_wait_s / train_wall_s
+    resumed_from_epoch: Optional[int] = None  # the checkpoint's epoch when this attempt resumed a run
     data_time_s: Optional[float] = None  # preparing batches ahead; never inside step time
     throughput_samples_s: Optional[float] = None
     stage_busy_s: list[float] = field(default_factory=list)
@@ -79,6 +86,10 @@ class ResultRow:
     noise_rate: Optional[float] = None  # fraction of training labels corrupted (seeded)
     val_fraction: Optional[float] = None  # training items held out for validation
     eval_samples: Optional[int] = None
+    # what the data read holds (data/observed.py): the head has num_classes outputs
+    num_classes: Optional[int] = None
+    train_items: Optional[int] = None  # training split actually read, after the validation hold-out
+    data_note: Optional[str] = None  # how the data read differs from the published dataset; None = it does not
     # early exits (Early Exit, DASCPL): per exit, then per policy ("fixed:k", "confidence:p", "entropy:h")
     exit_acc: list[float] = field(default_factory=list)
     exit_time_s: list[float] = field(default_factory=list)

@@ -1,0 +1,124 @@
+"""Resumable training runs: everything needed to go on after epoch e, written atomically.
+
+Why these contents: a run resumed from epoch e must end with the parameters,
+losses and curve of the uninterrupted run, bit for bit on CPU.  Parameters and
+buffers alone are not enough: Adam's moments and step counts, the lr
+schedulers' positions, DASCPL's per-stage batch counters (its accumulation
+clock) and the random number generators (dropout, any draw not seeded per
+batch) all carry over from one epoch to the next.  The data order and
+augmentation need nothing: they are functions of (seed, epoch, batch)
+(data/epochs.py).
+
+The file is written under a temp name and renamed over the old one (fsynced
+first), so a process killed at any moment leaves the previous checkpoint or the
+new one, never half a file.
+
+    <results>/checkpoints/<cell_id>/checkpoint.pt
+"""
+from __future__ import annotations
+
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from bench.store.layout import atomic_write
+from methods.schedules import method_optimizers
+
+__all__ = ["RunState", "checkpoint_path", "save_checkpoint", "load_checkpoint", "remove_checkpoint",
+           "method_state", "restore_method"]
+
+CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass
+class RunState:
+    """What a training run has done so far, besides the method's own state."""
+
+    epoch: int = 0  # epochs finished
+    wall_s: float = 0.0  # training wall-clock so far (evaluation excluded)
+    curve: list[dict] = field(default_factory=list)  # CurveRow dicts, one per finished epoch
+    selection: dict = field(default_factory=dict)  # SelectionCurve fields
+    epoch_times_s: list[float] = field(default_factory=list)
+    data_wait_s: list[float] = field(default_factory=list)
+    samples: int = 0
+    last_loss: Optional[float] = None
+    resumed_from_epoch: Optional[int] = None  # set on the run that loaded the checkpoint
+
+
+def checkpoint_path(results_dir: Path, cell_id: str) -> Path:
+    return Path(results_dir) / CHECKPOINTS_DIR / cell_id / CHECKPOINT_FILE
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def method_state(method, schedulers: list) -> dict:
+    """Parameters, buffers, optimizer and scheduler states, and stage counters of `method`."""
+    steps = method.stage_steps() if method.decoupled else []
+    return {
+        "modules": [m.state_dict() for m in method.modules()],
+        # the stage steps' own modules (objectives may hold modules outside `modules()`)
+        "steps": [s.state_dict() for s in steps],
+        "calls": [getattr(s, "calls", None) for s in steps],  # DASCPL's accumulation clock
+        "optimizers": [o.state_dict() for o in method_optimizers(method)],
+        "schedulers": [s.state_dict() for s in schedulers],
+    }
+
+
+def restore_method(method, schedulers: list, state: dict) -> None:
+    """Load `method_state` back into a freshly built, placed method and its schedulers."""
+    for module, saved in zip(method.modules(), state["modules"]):
+        module.load_state_dict(saved)
+    steps = method.stage_steps() if method.decoupled else []
+    for step, saved, calls in zip(steps, state["steps"], state["calls"]):
+        step.load_state_dict(saved)
+        if calls is not None:
+            step.calls = calls
+    optimizers = method_optimizers(method)
+    if len(optimizers) != len(state["optimizers"]):
+        raise RuntimeError(f"checkpoint has {len(state['optimizers'])} optimizer states, the method "
+                           f"{len(optimizers)}: it was written by a different method or version")
+    for optimizer, saved in zip(optimizers, state["optimizers"]):
+        optimizer.load_state_dict(saved)
+    for scheduler, saved in zip(schedulers, state["schedulers"]):
+        scheduler.load_state_dict(saved)
+
+
+def save_checkpoint(path: Path, method, schedulers: list, run: RunState) -> Path:
+    """Write the checkpoint of `method` after `run.epoch` epochs, atomically."""
+    blob = {"method": method_state(method, schedulers), "run": vars(run).copy(), "rng": _rng_state()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write(path, lambda tmp: torch.save(blob, tmp))
+
+
+def load_checkpoint(path: Path, method, schedulers: list) -> Optional[RunState]:
+    """Restore `method`, its schedulers and the RNGs from `path`; the run state, or None if there is none."""
+    if not path.exists():
+        return None
+    blob: dict[str, Any] = torch.load(path, weights_only=False, map_location="cpu")
+    restore_method(method, schedulers, blob["method"])
+    _set_rng_state(blob["rng"])
+    return RunState(**blob["run"])
+
+
+def remove_checkpoint(path: Path) -> None:
+    """Delete a finished run's checkpoint folder."""
+    shutil.rmtree(path.parent, ignore_errors=True)

@@ -1,0 +1,99 @@
+"""Resumable training runs: a cell killed with SIGKILL mid-run resumes and ends bit for bit as an uninterrupted run."""
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from bench.cell.checkpoint import checkpoint_path
+from bench.cell.run import run_cell
+from bench.grid.cells import Cell
+from bench.grid.settings import CellSettings
+from bench.run.cell_process import cell_timeout_s
+from bench.store.curves import read_curves
+from tests.conftest import ROOT
+
+SETTINGS = dict(epochs=4, max_train_items=40, max_test_items=16, eval_batch_size=16, val_fraction=0.2,
+                balance="even", threads_per_device=1, count_train_memory=False, augment="basic", views=2,
+                lr_schedule="cosine", lr_min=1e-5, eval_every=2, keep_checkpoints=True, projector="i")
+
+
+def _cell() -> Cell:
+    return Cell(grid="t", method="scpl", model="convnet", dataset="cifar10@synthetic", batch_size=8, devices=1,
+                trial=0, settings=CellSettings(**SETTINGS))
+
+
+def _start(cell: Cell, work: Path, results: Path) -> tuple[subprocess.Popen, Path]:
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "cell.json").write_text(cell.to_json())
+    row = work / "row.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cell.run", str(work / "cell.json"), str(row), "",
+                             str(results)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return proc, row
+
+
+def _finish(cell: Cell, work: Path, results: Path) -> dict:
+    proc, row = _start(cell, work, results)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and row.exists(), err.decode()[-2000:]
+    return json.loads(row.read_text())
+
+
+def _saved(results: Path, cell: Cell) -> dict:
+    return torch.load(checkpoint_path(results, cell.cell_id), weights_only=False)
+
+
+def _equal(a, b) -> bool:
+    if torch.is_tensor(a):
+        return torch.is_tensor(b) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path):
+    cell = _cell()
+    whole = _finish(cell, tmp_path / "w1", tmp_path / "uninterrupted")
+
+    killed = tmp_path / "killed"
+    proc, row = _start(cell, tmp_path / "w2", killed)
+    ckpt = checkpoint_path(killed, cell.cell_id)
+    deadline = time.monotonic() + 240
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not row.exists(), "the cell finished before it could be killed"
+    first = torch.load(ckpt, weights_only=False)["run"]["epoch"]
+    assert 1 <= first < cell.settings.epochs
+
+    resumed = _finish(cell, tmp_path / "w3", killed)
+    assert resumed["resumed_from_epoch"] == first >= 1 and whole["resumed_from_epoch"] is None
+    for column in ("final_train_loss", "test_acc", "val_acc", "test_acc_curve", "val_acc_curve", "eval_steps",
+                   "test_acc_val_selected", "exit_acc"):
+        assert resumed[column] == whole[column], column
+    a, b = _saved(tmp_path / "uninterrupted", cell), _saved(killed, cell)
+    assert _equal(a["method"], b["method"])  # parameters, buffers, optimizer and scheduler states
+    assert a["run"]["epoch"] == b["run"]["epoch"] == cell.settings.epochs
+    timing = {"wall_s", "epoch_time_s", "data_wait_s", "samples_per_s"}
+    strip = lambda curve: [{k: v for k, v in r.items() if k not in timing} for r in curve]
+    assert strip(a["run"]["curve"]) == strip(b["run"]["curve"])
+    assert len(read_curves(killed)) == cell.settings.epochs  # the resumed attempt's fragment holds every epoch
+
+
+def test_finished_runs_remove_their_checkpoint_and_timeouts_are_per_epoch(tmp_path):
+    cell = Cell(grid="t", method="bp", model="convnet", dataset="cifar10@synthetic", batch_size=8, devices=1,
+                trial=0, settings=CellSettings(**{**SETTINGS, "keep_checkpoints": False, "epochs": 1,
+                                                  "timeout_s": 60.0}))
+    assert run_cell(cell, None, tmp_path / "r").status == "ok"
+    assert not checkpoint_path(tmp_path / "r", cell.cell_id).parent.exists()
+    assert cell_timeout_s(cell) == 120.0
+    assert cell_timeout_s(dataclasses.replace(cell, settings=cell.settings.replace(epochs=None))) == 60.0
