@@ -15,7 +15,7 @@ from enum import Enum
 from typing import Callable, ClassVar, Optional, Sequence
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 from torch.profiler import record_function
 
@@ -162,7 +162,12 @@ class Method(ABC):
         self.model = model
         self.config = config
         # typed and checked here too, for methods built outside a grid (tests, notebooks)
-        self.options = self.Options.model_validate(config.options)
+        try:
+            self.options = self.Options.model_validate(config.options)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False))
+            accepted = ", ".join(self.option_names()) or "no options"
+            raise ValueError(f"{self.name}: method_options: {problems} ({self.name} accepts {accepted})") from None
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:

@@ -79,7 +79,7 @@ def test_bridge_target_detach_option(detach, g_gets_bridge_gradient):
 
 
 def test_rejects_unknown_option():
-    with pytest.raises(ValueError, match="unknown options"):
+    with pytest.raises(ValueError, match="Extra inputs are not permitted"):
         _fresh(bridge="huge")
 
 
