@@ -38,7 +38,7 @@ def test_shipped_grids_load_and_expand():
     assert {c.method for c in speedup.cells} == {"bp", "scpl", "gpipe", "gpipe_dist", "ddp"}
     accuracy = load_grid("accuracy")
     assert {c.method for c in accuracy.cells} == {"bp", "early_exit", "al", "scpl", "dascpl"}
-    assert {c.trial for c in accuracy.cells} == {0, 1, 2}
+    assert {c.trial for c in accuracy.cells} == {0, 1, 2, 3, 4}
 
 
 def test_method_options_per_method(tmp_path):

@@ -150,3 +150,22 @@ def test_ten_class_tinyimagenet_folder_sets_the_head_and_says_so(tmp_path, capfd
     assert "30 training items read, 100000 published" in row.data_note
     assert row.params_effective == 6_318_430  # the ConvNet with a 10-way head (as on CIFAR-10), not 200-way
     assert sum("warning: tinyimagenet: 10 classes" in line for line in capfd.readouterr().err.splitlines()) == 1
+
+
+def test_accuracy_grid_has_the_papers_settings():
+    grid = load_grid("accuracy")
+    assert all(c.settings.epochs is not None and "@" not in c.dataset for c in grid.cells)
+    assert {c.trial for c in grid.cells} == set(range(5))
+    vision = [c for c in grid.cells if c.model in ("vgg8", "resnet18", "convnet")]
+    text = [c for c in grid.cells if c.model in ("lstm", "transformer")]
+    assert len(vision) + len(text) == len(grid.cells)
+    for c in vision:
+        s = c.settings
+        assert (s.epochs, s.lr, s.lr_schedule, s.lr_min) == (200, 1e-3, "cosine", 1e-5)
+        contrastive = c.method in ("scpl", "dascpl")
+        assert (c.batch_size, s.views) == ((1024, 2) if contrastive else (128, 1))
+    assert {c.dataset for c in vision if c.model == "convnet"} == {"cifar10", "cifar100"}
+    for c in text:
+        s = c.settings
+        assert (s.epochs, s.lr, s.lr_schedule, s.glove, c.batch_size) == (50, 1e-3, "constant", True, 128)
+    assert {c.method for c in text} == {"bp", "early_exit", "al", "scpl", "dascpl"}

@@ -14,6 +14,7 @@ A grid file:
     exclude: [{method: bp, devices: 2}]   # drop cells matching every key given
     include: [{method: bp, ...}]          # add cells (missing axes take the first value)
     include: [{method: contsup, settings: {method_options: {context: R0}}}]  # settings given replace the grid's
+    include: [{method: [scpl, dascpl], batch_size: 1024, settings: {views: 2}}]  # a list: one cell per value
 
 Every value is checked (types, ranges and choices by the settings schema; names,
 device split, batch size, method x model fit by `feasibility`), and every
@@ -318,8 +319,12 @@ def load_grid(name_or_path: str, overrides: Iterable[str] = (), check: bool = Tr
     combos = [(c, s) for c, s in combos if not any(_matches(c, r) for r in raw.get("exclude") or [])]
     for rule, rule_settings in zip(raw.get("include") or [], include_settings):
         # Settings are not axes; an include rule may replace some for its cell (e.g. method_options),
-        # so one grid can compare variants of a method that differ only in settings.
-        combos.append(({a: rule.get(a, values[a][0]) for a in AXES}, rule_settings or settings))
+        # so one grid can compare variants of a method that differ only in settings.  A list value
+        # expands like an axis (the product of the rule's lists), so a block of cells with their own
+        # settings (the paper's batch 1024 for SCPL beside BP's 128) is one rule, not one per cell.
+        choices = [rule[a] if isinstance(rule.get(a), list) else [rule.get(a, values[a][0])] for a in AXES]
+        for chosen in itertools.product(*choices):
+            combos.append((dict(zip(AXES, chosen)), rule_settings or settings))
     if not combos:
         raise GridError(f"{where}: no cells: the exclude rules remove all {len(excluded)} cells of the axes")
     combos = _same_size_devices(combos)

@@ -70,7 +70,9 @@ def slurm_parameters(cell: Cell, options: SlurmOptions, grid_name: Optional[str]
     gpus = _gpus(cell, options)
     threads = cell.settings.threads_per_device or 1
     cpus = options.cpus_per_task or max(cell.devices * threads, 2 * gpus, 1)
-    time_min = options.time_min or math.ceil(cell.settings.timeout_s / 60) + TIME_MARGIN_MIN
+    from bench.run.cell_process import cell_timeout_s  # per epoch for a training run
+
+    time_min = options.time_min or math.ceil(cell_timeout_s(cell) / 60) + TIME_MARGIN_MIN
     params: dict[str, Any] = {
         "name": f"scplbench-{grid_name or cell.grid}",
         "nodes": 1,
