@@ -4,12 +4,17 @@ The rival the papers leave out: on equal cores it uses the same resources as
 model parallelism.  The global batch is the grid's batch size, split evenly
 over the ranks; DDP averages gradients, so the update equals BP's on the whole
 batch (batch norm statistics are per rank, as in any DDP run).
+
+Profiler labels: `ddp/forward|loss|backward|step`, naming no stage (a replica
+is the whole network); in a rank's trace such a label is drawn on the rank's
+row (bench/profiling/trace_events.py), the gradient all-reduce inside `backward`.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
+from torch.profiler import record_function
 
 from .base import MethodConfig, make_optimizer
 from .process_method import ProcessMethod, load_optimizer_state, timed_loop
@@ -28,9 +33,14 @@ def ddp_rank(rank, world, device, model, batches, config: MethodConfig, optimize
 
     def step(i, x, y):
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(replica(x.to(device)), y.to(device))
-        loss.backward()
-        optimizer.step()
+        with record_function("ddp/forward"):
+            out = replica(x.to(device))
+        with record_function("ddp/loss"):
+            loss = F.cross_entropy(out, y.to(device))
+        with record_function("ddp/backward"):
+            loss.backward()  # the all-reduce of the gradients overlaps it (DDP's buckets)
+        with record_function("ddp/step"):
+            optimizer.step()
         return float(loss.detach())
 
     result = timed_loop(shards, device, step)

@@ -12,6 +12,9 @@ and their shapes are inferred at the first step.  Entries that need no
 gradient (the bool padding mask, an empty "no LSTM state yet") get none back;
 every tensor sent either way is made contiguous (`RankPart`).
 
+Profiler labels: the schedule's `Forward {i}` / `Backward {i}` per micro-batch
+and `gpipe_dist/step` for the update, each drawn on the rank's row.
+
 Options: chunks (default 4), schedule "gpipe" | "1f1b".
 """
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Literal, Sequence
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+from torch.profiler import record_function
 
 from .base import MethodConfig, MethodOptions, make_optimizer
 from .process_method import ProcessMethod, load_optimizer_state, timed_loop
@@ -93,7 +97,8 @@ def pipeline_rank(rank, world, device, model, balance, batches, config: MethodCo
             runner.step(target=y.to(device), losses=losses)
         else:
             runner.step()
-        optimizer.step()
+        with record_function("gpipe_dist/step"):  # the schedule labels forward and backward itself
+            optimizer.step()
         return float(torch.stack(losses).detach().mean()) if losses else None
 
     result = timed_loop(batches, device, step)

@@ -5,11 +5,17 @@ The parent builds the model once; each rank receives a pickled copy (same
 initial weights), trains its share, and returns its timings and its final
 parameters, which the parent loads back so evaluation sees the trained network.
 A rank result is a dict: completion_times, losses, start_time, busy_s, state.
+
+`timed_loop` is every rank's loop; `after_each_step` lets the code around a rank
+(the profiler, bench/profiling/profiler.py) act at its step boundary without the
+rank's job knowing: the profiler's `step()`, hence its schedule and its
+`ProfilerStep#N` marks, as in the in-process executors.
 """
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +23,9 @@ from torch import nn
 
 from .base import Execution, Method, make_optimizer
 
-__all__ = ["ProcessMethod", "device_sync", "timed_loop", "load_optimizer_state"]
+__all__ = ["ProcessMethod", "device_sync", "timed_loop", "load_optimizer_state", "after_each_step"]
+
+_step_hooks: list[Callable[[int], None]] = []
 
 
 def device_sync(device: torch.device) -> None:
@@ -25,8 +33,18 @@ def device_sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@contextmanager
+def after_each_step(hook: Callable[[int], None]) -> Iterator[None]:
+    """While open, `timed_loop` in this process calls `hook(i)` once batch i is done (in the loop's thread)."""
+    _step_hooks.append(hook)
+    try:
+        yield
+    finally:
+        _step_hooks.remove(hook)
+
+
 def timed_loop(batches: Sequence, device: torch.device, step: Callable[[int, Any, Any], float | None]) -> dict:
-    """Run `step(i, x, y)` per batch, recording when each finished (device synchronised)."""
+    """Run `step(i, x, y)` per batch, recording when each finished (device synchronised), then the step hooks."""
     import torch.distributed as dist
 
     dist.barrier()  # every rank starts the clock together
@@ -40,6 +58,8 @@ def timed_loop(batches: Sequence, device: torch.device, step: Callable[[int, Any
         busy += t1 - t0
         completions.append(t1)
         losses.append(loss)
+        for hook in _step_hooks:
+            hook(i)
     return {"start_time": start, "completion_times": completions, "losses": losses, "busy_s": busy}
 
 

@@ -11,6 +11,7 @@ from bench.grid import Cell, CellSettings, GridError, load_grid
 from bench.grid.settings import ProfileSchedule
 from bench.store.parquet import append_rows, read_results
 from bench.report.timeline import TimelinePanel, save_figure, timeline_figure
+from bench.profiling.profiler import ProfileResult, profile_columns
 from bench.profiling.trace_events import find_trace_files, load_trace, load_trace_dir
 from bench.profiling.trace_metrics import stage_lanes, summarize_trace
 from bench.profiling.thread_names import ThreadNameRecorder, name_threads, thread_names_of
@@ -91,6 +92,52 @@ def test_ranks_align_on_base_time(tmp_path):
     assert summary.span_s == pytest.approx(70e-6, abs=1e-15)
     assert summary.overlap_fraction == pytest.approx(30 / 70, abs=1e-12)
     assert summary.bubble_fraction == pytest.approx(1 - 100 / 140, abs=1e-12)
+
+
+def test_unstaged_labels_in_a_rank_trace_are_the_ranks(tmp_path):
+    """DDP's `ddp/forward` names no stage: in rank r's trace it is rank r's lane, elsewhere unstaged."""
+    events = [_event("ProfilerStep#1", 0, 100, tid=0), _event("ddp/forward", 0, 40), _event("ddp/backward", 40, 50),
+              _event("ddp/step", 90, 10)]
+    _write_trace(tmp_path / "ddp-2dev-b8-rank0.1.pt.trace.json", events)
+    _write_trace(tmp_path / "ddp-2dev-b8-rank1.1.pt.trace.json", events, base_ns=50_000)  # 50 µs later
+    trace = load_trace_dir(tmp_path)
+    assert {(e.stage, e.phase) for e in trace.phases} == {(r, p) for r in (0, 1) for p in ("FW", "BW", "UP")}
+    assert [(s.number, s.start_us, s.end_us) for s in trace.steps] == [(1, 0.0, 150.0)]  # one step over both ranks
+    summary = summarize_trace(trace)
+    assert summary.lane_busy_s == [pytest.approx(100e-6), pytest.approx(100e-6)]
+    assert summary.overlap_fraction == pytest.approx(50 / 150)
+    alone = load_trace(_write_trace(tmp_path / "bp.1.pt.trace.json", events))
+    assert {e.stage for e in alone.phases} == {None}
+
+
+def test_a_trace_without_labels_leaves_the_fractions_empty(tmp_path):
+    """No phase labels: the profiled step time and the trace stay, the fractions are None, with a note."""
+    result = ProfileResult(tmp_path / "traces" / "c", 0.2, None, 0, "no phase labels")
+    columns = profile_columns(result, 0.1, tmp_path)
+    assert columns["trace_dir"] == "traces/c" and columns["profiler_slowdown"] == pytest.approx(2.0)
+    assert "bubble_fraction" not in columns and "trace_span_s" not in columns
+
+
+@pytest.mark.parametrize("method", ["ddp", "gpipe_dist"])
+def test_profiled_rank_cell_has_a_marked_labelled_trace_per_rank(tmp_path, method):
+    """DDP and gpipe_dist as the paper grids profile them (one iteration): ok, one trace per rank.
+
+    Their rank traces had no labels and no step marks, so the profiling step
+    failed every such cell; now each rank labels its phases (the rank is the lane)
+    and steps its profiler, recording the schedule's active step only.
+    """
+    settings = CellSettings(warmup_steps=1, steps=1, eval_batches=1, eval_batch_size=16, balance="even",
+                            threads_per_device=1, profile={"wait": 0, "warmup": 1, "active": 1})
+    row = run_cell(Cell("prof", method, "convnet", "cifar10@synthetic", 8, 2, 0, settings), results_dir=tmp_path)
+    assert row.status == "ok", row.error
+    files = find_trace_files(tmp_path / row.trace_dir)
+    assert sorted(f.name.split(".")[0] for f in files) == [f"{method}-2dev-b8-rank0", f"{method}-2dev-b8-rank1"]
+    trace = load_trace_dir(tmp_path / row.trace_dir)
+    assert [s.number for s in trace.steps] == [1]  # warm-up step 0 not recorded, active step 1 marked
+    for rank in (0, 1):
+        assert {e.phase for e in trace.phases if e.stage == rank} >= {"FW", "BW", "UP"}
+    assert len(row.trace_stage_busy_s) == 2 and min(row.trace_stage_busy_s) > 0
+    assert 0.0 <= row.bubble_fraction < 1.0 and row.trace_span_s > 0
 
 
 def test_profile_setting_is_checked(tmp_path):

@@ -13,9 +13,13 @@ threads), with the labels `stage{k}/forward|loss|backward|step` and
 `tensorboard_trace_handler` to `<results>/traces/<cell>/` as
 `<method>-<N>dev-b<batch>.<ns>.pt.trace.json` (TensorBoard lists that worker
 name beside the run); multi-process methods write one trace per rank there
-(`<method>-<N>dev-b<batch>-rank{r}.*.pt.trace.json`), each
-covering the whole profiled run (their training loop has no step hook, so
-those traces have no `ProfilerStep#N` marks).  The thread rows of every trace
+(`<method>-<N>dev-b<batch>-rank{r}.*.pt.trace.json`).  The ranks of DDP and
+gpipe_dist step their profiler from their loop (`after_each_step`), so their
+traces hold the same schedule and `ProfilerStep#N` marks as an in-process
+cell's; the process executor's ranks have no such hook and record their whole
+run, unmarked.  A trace without phase labels (a method that emits none) is
+kept, but its fractions are left empty and a note says why
+(`ProfileResult.note`), rather than failing a cell that trained fine.  The thread rows of every trace
 are named after the threads that ran them (`stage-worker-0 (cpu-worker0)`,
 bench/profiling/thread_names.py), the process row after the cell.
 """
@@ -27,6 +31,7 @@ import copy
 import functools
 import re
 import statistics
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -41,17 +46,19 @@ from bench.grid.settings import ProfileSchedule
 from bench.profiling.thread_names import ThreadNameRecorder, name_threads
 from bench.profiling.trace_events import load_trace_dir
 from bench.profiling.trace_metrics import TraceSummary, stage_lanes, summarize_trace
+from methods.process_method import after_each_step
 
 __all__ = ["ProfileResult", "ProfileSchedule", "profile_cell", "profiler_slowdown", "trace_dir_name", "profiled_rank",
-           "cell_trace_dir", "profile_columns", "trace_worker_name"]
+           "profiled_rank_steps", "cell_trace_dir", "profile_columns", "trace_worker_name"]
 
 
 @dataclass(frozen=True)
 class ProfileResult:
     trace_dir: Path
     profiled_step_median_s: float
-    summary: TraceSummary
+    summary: Optional[TraceSummary]  # None when the trace has no phase labels (see `note`)
     threads: int  # distinct threads that ran a labelled phase
+    note: Optional[str] = None  # why there is no summary
 
 
 def trace_dir_name(label: str, cell_id: str) -> str:
@@ -92,13 +99,33 @@ def _all_threads() -> torch._C._profiler._ExperimentalConfig:
 
 def profiled_rank(rank: int, world: int, device: torch.device, inner: Callable, trace_dir: str,
                   cuda: bool, worker: str, *args):
-    """A multi-process rank's job run under the profiler, its trace written as `<worker>-rank{r}`."""
+    """A multi-process rank's job run under the profiler, its trace written as `<worker>-rank{r}`.
+
+    The whole job is recorded, without step marks: for rank loops that have no
+    step hook (the process executor's).
+    """
+    return profiled_rank_steps(rank, world, device, inner, trace_dir, cuda, worker, None, *args)
+
+
+def profiled_rank_steps(rank: int, world: int, device: torch.device, inner: Callable, trace_dir: str,
+                        cuda: bool, worker: str, plan: Optional[ProfileSchedule], *args):
+    """`profiled_rank` stepping the profiler after each step of the rank's `timed_loop` (DDP, gpipe_dist).
+
+    With a `plan` the rank records the steps an in-process cell would
+    (wait/warmup/active) and marks them `ProfilerStep#N`, N the batch index; the
+    job's set-up (process group, model copy) stays out of the trace.
+    """
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     before = {p.name for p in Path(trace_dir).iterdir()} if Path(trace_dir).is_dir() else set()
+    steps = None if plan is None else schedule(wait=plan.wait, warmup=plan.warmup, active=plan.active, repeat=1)
     with ThreadNameRecorder(f"rank{rank} ({device})") as recorder:
-        with profile(activities=activities, experimental_config=_all_threads(),
-                     on_trace_ready=tensorboard_trace_handler(trace_dir, worker_name=f"{worker}-rank{rank}")):
-            result = inner(rank, world, device, *args)
+        with profile(activities=activities, experimental_config=_all_threads(), schedule=steps,
+                     on_trace_ready=tensorboard_trace_handler(trace_dir, worker_name=f"{worker}-rank{rank}")) as prof:
+            if plan is None:
+                result = inner(rank, world, device, *args)
+            else:
+                with after_each_step(lambda i: prof.step()):
+                    result = inner(rank, world, device, *args)
     _name_new_traces(Path(trace_dir), before, recorder.names, f"{Path(trace_dir).name} rank{rank}",
                      worker=f"{worker}-rank{rank}")
     return result
@@ -118,9 +145,14 @@ def _run_profiled(method, devices: DeviceSet, balance: Sequence[int], batches: S
     worker = trace_worker_name(method.name, devices.count, _batch_size(batches))
     run = functools.partial(run_training, method, batches, devices, balance, warmup_steps=0, queue_depth=queue_depth,
                             timeout_s=timeout_s, executor=executor)
-    if choose_executor(method, devices.count, executor) in (Executor.RANKS, Executor.PROCESSES):
+    kind = choose_executor(method, devices.count, executor)
+    if kind in (Executor.RANKS, Executor.PROCESSES):
+        cuda = devices.kind == "cuda"
+
         def under_profiler(fn: Callable, args: tuple) -> tuple[Callable, tuple]:
-            return profiled_rank, (fn, str(trace_dir), devices.kind == "cuda", worker, *args)
+            if kind is Executor.RANKS:  # a method's own rank job: its loop is `timed_loop`, which steps the profiler
+                return profiled_rank_steps, (fn, str(trace_dir), cuda, worker, plan, *args)
+            return profiled_rank, (fn, str(trace_dir), cuda, worker, *args)
 
         return run(rank_wrapper=under_profiler, absorb_results=False)
     prof = profile(
@@ -145,7 +177,8 @@ def profile_cell(method, devices: DeviceSet, balance: Sequence[int], batches: Se
     trace_dir.mkdir(parents=True, exist_ok=True)
     if len(batches) < plan.recorded_steps:
         raise ValueError(f"profiling needs {plan.recorded_steps} batches, got {len(batches)}")
-    in_ranks = choose_executor(method, devices.count, executor) in (Executor.RANKS, Executor.PROCESSES)
+    kind = choose_executor(method, devices.count, executor)
+    in_ranks = kind in (Executor.RANKS, Executor.PROCESSES)
     trial = method if in_ranks else copy.deepcopy(method)  # ranks train pickled copies
     before = {p.name for p in trace_dir.iterdir()}
     with ThreadNameRecorder("main (drives the run; ProfilerStep marks)") as recorder:
@@ -155,8 +188,15 @@ def profile_cell(method, devices: DeviceSet, balance: Sequence[int], batches: Se
     new = [trace_dir / n for n in sorted({p.name for p in trace_dir.iterdir()} - before)]
     trace = load_trace_dir(trace_dir, files=[f for f in new if ".pt.trace.json" in f.name])
     median = _median_gap(record, plan.active_indices())
-    # a rank's labels name no model stage (the rank is the lane); staged labels map to their device
-    lanes = None if in_ranks else stage_lanes(balance)
+    # the process executor labels stages like the threads one; a library rank's labels name no
+    # stage and are read as the rank's own (DDP, gpipe_dist: the rank is the lane)
+    lanes = None if kind is Executor.RANKS else stage_lanes(balance)
+    if not trace.phases:
+        note = (f"profiling: the trace of {method.name} has no phase labels (record_function "
+                "'stage{k}/forward|loss|backward|step' or '<method>/<phase>'), so it gives no busy time, "
+                f"bubble or overlap; the trace is kept in {trace_dir}")
+        print(note, file=sys.stderr)  # the cell's log; the row keeps the trace and the profiled step time
+        return ProfileResult(trace_dir, median, None, 0, note)
     summary = summarize_trace(trace, lanes=lanes)
     return ProfileResult(trace_dir, median, summary, len(trace.threads))
 
@@ -183,8 +223,9 @@ def profile_columns(result: ProfileResult, timed_median_s: float, results_dir: O
         "trace_dir": trace_dir,
         "profiled_step_median_s": result.profiled_step_median_s,
         "profiler_slowdown": profiler_slowdown(result, timed_median_s),
+    } | ({} if result.summary is None else {
         "trace_span_s": result.summary.span_s,
         "trace_stage_busy_s": result.summary.stage_busy_s,
         "bubble_fraction": result.summary.bubble_fraction,
         "overlap_fraction": result.summary.overlap_fraction,
-    }
+    })

@@ -5,7 +5,8 @@ A trace (`<worker>.<ns>.pt.trace.json`, optionally `.gz`) is a list of
 two kinds: the phase labels the methods and executors emit with
 `record_function` (`stage{k}/forward|loss|backward|step`, `copy stage{j}->stage{k}`,
 coupled methods' `bp/backward`-style labels, torch.distributed.pipelining's
-`Forward {i}` / `Backward {i}`), and the profiler's own `ProfilerStep#N` ranges
+`Forward {i}` / `Backward {i}`; in a rank's file, `rank{r}` in its name, the
+unstaged ones are the rank's), and the profiler's own `ProfilerStep#N` ranges
 that mark iterations.  Times are put on one clock (`baseTimeNanoseconds` + `ts`)
 so the traces of several ranks line up.
 """
@@ -94,8 +95,10 @@ class Trace:
 def parse_label(name: str, rank: Optional[int] = None) -> Optional[tuple[Optional[int], str]]:
     """(stage, phase) of a phase label, None for any other name.
 
-    torch.distributed.pipelining's labels name a micro-batch, not a stage: in a
-    rank's trace the stage is the rank.
+    In a rank's trace (`rank` given) a label that names no stage is the rank's:
+    torch.distributed.pipelining's `Forward {i}` names a micro-batch, DDP's
+    `ddp/forward` a whole replica, and either ran on the rank's one device.
+    Outside ranks such a label (BP's `bp/backward`) stays unstaged (None).
     """
     m = _STAGED.match(name)
     if m:
@@ -105,7 +108,7 @@ def parse_label(name: str, rank: Optional[int] = None) -> Optional[tuple[Optiona
         return int(m.group(2)), "COPY"  # drawn on the receiving stage
     m = _UNSTAGED.match(name)
     if m:
-        return None, _PHASE_OF[m.group(2)]
+        return rank, _PHASE_OF[m.group(2)]
     m = _PIPELINING.match(name)
     if m:
         return rank, "FW" if m.group(1) == "Forward" else "BW"
