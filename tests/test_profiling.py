@@ -11,7 +11,7 @@ from bench.grid import Cell, CellSettings, GridError, load_grid
 from bench.grid.settings import ProfileSchedule
 from bench.store.parquet import append_rows, read_results
 from bench.report.timeline import TimelinePanel, save_figure, timeline_figure
-from bench.profiling.profiler import ProfileResult, profile_columns
+from bench.profiling.profiler import ProfileResult, profile_columns, trace_lanes
 from bench.profiling.trace_events import find_trace_files, load_trace, load_trace_dir
 from bench.profiling.trace_metrics import stage_lanes, summarize_trace
 from bench.profiling.thread_names import ThreadNameRecorder, name_threads, thread_names_of
@@ -138,6 +138,8 @@ def test_profiled_rank_cell_has_a_marked_labelled_trace_per_rank(tmp_path, metho
         assert {e.phase for e in trace.phases if e.stage == rank} >= {"FW", "BW", "UP"}
     assert len(row.trace_stage_busy_s) == 2 and min(row.trace_stage_busy_s) > 0
     assert 0.0 <= row.bubble_fraction < 1.0 and row.trace_span_s > 0
+    assert trace_lanes(method, row.balance) is None  # each rank its own row in a timeline
+    assert trace_lanes("scpl", [1, 2]) == [0, 1, 1]
 
 
 def test_profile_setting_is_checked(tmp_path):

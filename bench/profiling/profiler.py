@@ -49,7 +49,7 @@ from bench.profiling.trace_metrics import TraceSummary, stage_lanes, summarize_t
 from methods.process_method import after_each_step
 
 __all__ = ["ProfileResult", "ProfileSchedule", "profile_cell", "profiler_slowdown", "trace_dir_name", "profiled_rank",
-           "profiled_rank_steps", "cell_trace_dir", "profile_columns", "trace_worker_name"]
+           "profiled_rank_steps", "trace_lanes", "cell_trace_dir", "profile_columns", "trace_worker_name"]
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,19 @@ def profiled_rank_steps(rank: int, world: int, device: torch.device, inner: Call
     return result
 
 
+def trace_lanes(method: str, balance: Sequence[int]) -> Optional[list[int]]:
+    """How a cell's trace maps stages to devices, for `summarize_trace` and the timeline's `lanes`.
+
+    Stage labels map to their device by the balance (`stage_lanes`), whichever
+    executor ran them; a library rank's labels (DDP, gpipe_dist) name no stage
+    and are read as the rank's own (trace_events.parse_label): None, each lane a rank.
+    """
+    from methods import method_class
+    from methods.base import Execution
+
+    return None if method_class(method).execution is Execution.RANKS or not len(balance) else stage_lanes(balance)
+
+
 def _median_gap(record: RunRecord, indices: range) -> float:
     gaps = []
     for i in indices:
@@ -188,9 +201,7 @@ def profile_cell(method, devices: DeviceSet, balance: Sequence[int], batches: Se
     new = [trace_dir / n for n in sorted({p.name for p in trace_dir.iterdir()} - before)]
     trace = load_trace_dir(trace_dir, files=[f for f in new if ".pt.trace.json" in f.name])
     median = _median_gap(record, plan.active_indices())
-    # the process executor labels stages like the threads one; a library rank's labels name no
-    # stage and are read as the rank's own (DDP, gpipe_dist: the rank is the lane)
-    lanes = None if kind is Executor.RANKS else stage_lanes(balance)
+    lanes = trace_lanes(method.name, balance)
     if not trace.phases:
         note = (f"profiling: the trace of {method.name} has no phase labels (record_function "
                 "'stage{k}/forward|loss|backward|step' or '<method>/<phase>'), so it gives no busy time, "
