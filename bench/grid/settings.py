@@ -17,7 +17,7 @@ methods and data modules accept.
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -71,6 +71,7 @@ class ProfileSchedule(BaseModel):
 ADDED_DEFAULTS: dict[str, Any] = {
     "executor": "threads", "epochs": None, "eval_every": 1, "lr_schedule": "constant", "lr_min": 0.0,
     "checkpoint_every": 1, "keep_checkpoints": False, "max_train_items": None, "max_test_items": None,
+    "tta_targets": [],
 }
 
 
@@ -93,6 +94,9 @@ class CellSettings(BaseModel):
     lr_min: float = Field(0.0, ge=0, description="cosine: the lr reached after the last epoch (eta_min)")
     checkpoint_every: int = Field(1, ge=1, description="training runs: epochs between resumable checkpoints")
     keep_checkpoints: bool = Field(False, description="keep a finished run's checkpoint")
+    # read by the report (bench/report/tta.py) from the row's settings: time to these accuracies
+    tta_targets: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=list, description="absolute accuracies for time-to-accuracy tables")
     # -- evaluation ---------------------------------------------------------------------
     eval_batches: Optional[int] = Field(4, ge=1, description="test batches for accuracy; null = whole test set")
     eval_batch_size: int = Field(256, ge=1)
