@@ -35,10 +35,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from bench.profiling.profiler import trace_lanes  # noqa: E402
+from bench.profiling.trace_events import find_trace_files, load_trace_dir  # noqa: E402
 from bench.report.baseline import base_method, with_bp_baseline  # noqa: E402
 from bench.report.timeline import TimelinePanel, save_figure, timeline_figure  # noqa: E402
-from bench.profiling.trace_events import find_trace_files, load_trace_dir  # noqa: E402
-from bench.profiling.trace_metrics import stage_lanes  # noqa: E402
 
 __all__ = ["plots_dir", "method_colour", "balance_ideal", "fractions_text", "with_speedup", "epoch_time_figure", "speedup_figure", "timeline_figures", "write_figures"]
 
@@ -161,7 +161,7 @@ def timeline_figures(frame: pd.DataFrame, results_dir: Path, out_dir: Path) -> l
             folder = folder if folder.is_absolute() else Path(results_dir) / folder
             if not find_trace_files(folder):
                 continue  # traces deleted or results copied without them
-            lanes = stage_lanes(list(row.balance)) if len(row.balance) and row.method != "gpipe_dist" else None
+            lanes = trace_lanes(row.method.split("[")[0], list(row.balance))  # library ranks: a lane each
             fractions = fractions_text(row._asdict())
             title = _method_label(row.method, row.devices) + (f" ({fractions})" if fractions else "")
             panels.append(TimelinePanel(title, load_trace_dir(folder), lanes))
