@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Callable, ClassVar, Optional, Sequence
+from typing import Callable, ClassVar, Iterable, Optional, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -66,7 +66,7 @@ class MethodConfig:
     options: dict = field(default_factory=dict)  # method-specific, checked by the method
 
 
-def make_optimizer(params: Sequence[nn.Parameter], config: MethodConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: Iterable[nn.Parameter], config: MethodConfig) -> torch.optim.Optimizer:
     """Adam (the references' choice) or SGD with momentum, over the given parameters.
 
     Why `fused=True`: the same update as the default per-tensor loop, in one

@@ -11,13 +11,12 @@ row (bench/profiling/trace_events.py), the gradient all-reduce inside `backward`
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import record_function
 
 from .base import MethodConfig, make_optimizer
-from .process_method import ProcessMethod, load_optimizer_state, timed_loop
+from .process_method import ProcessMethod, load_optimizer_state, optimizer_state_by_name, timed_loop
 from .registry import register_method
 
 __all__ = ["DDP", "ddp_rank"]
@@ -46,6 +45,8 @@ def ddp_rank(rank, world, device, model, batches, config: MethodConfig, optimize
     result = timed_loop(shards, device, step)
     result["state"] = {n: t.detach().cpu() for n, t in model.state_dict().items()} if rank == 0 else {}
     result["grads"] = {n: p.grad.detach().cpu() for n, p in model.named_parameters() if p.grad is not None}
+    # every rank holds the same moments after the all-reduced steps: rank 0's go back
+    result["optimizer_state"] = optimizer_state_by_name(optimizer, dict(model.named_parameters())) if rank == 0 else {}
     return result
 
 

@@ -27,7 +27,7 @@ deferred_batch_norm (default False).
 from __future__ import annotations
 
 import copy
-from typing import Literal, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +63,7 @@ def allow_outputs_without_grad() -> None:
     """Install `_checkpoint_backward` in torchgpipe (idempotent; autograd looks `backward` up per call)."""
     from torchgpipe.checkpoint import Checkpoint
 
-    Checkpoint.backward = staticmethod(_checkpoint_backward)
+    Checkpoint.backward = staticmethod(_checkpoint_backward)  # type: ignore[method-assign]  # the patch itself
 
 
 class GPipeOptions(MethodOptions):
@@ -84,8 +84,8 @@ class GPipeTorchgpipe(Method):
         if self.checkpoint not in CHECKPOINT_MODES:
             raise ValueError(f"gpipe: checkpoint {self.checkpoint!r} unknown; choose one of {CHECKPOINT_MODES}")
         self.deferred_batch_norm = bool(opts.get("deferred_batch_norm", False))
-        self.pipe = None
-        self.optimizer = None
+        self.pipe: Any = None  # a torchgpipe.GPipe once placed
+        self.optimizer: Any = None
 
     @classmethod
     def incompatibility(cls, *, model, batch_size, devices, options):

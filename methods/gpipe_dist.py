@@ -27,7 +27,7 @@ from pydantic import Field
 from torch.profiler import record_function
 
 from .base import MethodConfig, MethodOptions, make_optimizer
-from .process_method import ProcessMethod, load_optimizer_state, timed_loop
+from .process_method import ProcessMethod, load_optimizer_state, optimizer_state_by_name, timed_loop
 from .registry import register_method
 from .sequential_net import PipelineSequential, as_pipeline
 
@@ -105,6 +105,8 @@ def pipeline_rank(rank, world, device, model, balance, batches, config: MethodCo
     result["state"] = {n: t.detach().cpu() for n, t in model.state_dict().items() if n.startswith(owned)}
     result["grads"] = {n: p.grad.detach().cpu() for n, p in model.named_parameters()
                        if n.startswith(owned) and p.grad is not None}
+    result["optimizer_state"] = optimizer_state_by_name(
+        optimizer, {n: p for n, p in model.named_parameters() if n.startswith(owned)})
     return result
 
 

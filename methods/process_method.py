@@ -23,7 +23,8 @@ from torch import nn
 
 from .base import Execution, Method, make_optimizer
 
-__all__ = ["ProcessMethod", "device_sync", "timed_loop", "load_optimizer_state", "after_each_step"]
+__all__ = ["ProcessMethod", "device_sync", "timed_loop", "load_optimizer_state", "optimizer_state_by_name",
+           "after_each_step"]
 
 _step_hooks: list[Callable[[int], None]] = []
 
@@ -61,6 +62,12 @@ def timed_loop(batches: Sequence, device: torch.device, step: Callable[[int, Any
         for hook in _step_hooks:
             hook(i)
     return {"start_time": start, "completion_times": completions, "losses": losses, "busy_s": busy}
+
+
+def optimizer_state_by_name(optimizer: torch.optim.Optimizer, named: dict[str, nn.Parameter]) -> dict:
+    """{parameter name: its optimizer state on the CPU}: what crosses between parent and ranks."""
+    return {name: {k: v.detach().cpu().clone() if torch.is_tensor(v) else v for k, v in optimizer.state[p].items()}
+            for name, p in named.items() if p in optimizer.state}
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, named: dict[str, nn.Parameter], state: dict) -> None:
@@ -107,9 +114,7 @@ class ProcessMethod(Method):
         """{parameter name: optimizer state} of the untimed steps, for the ranks to continue from."""
         if self.optimizer is None:
             return {}
-        return {name: {k: v.detach().cpu().clone() if torch.is_tensor(v) else v
-                       for k, v in self.optimizer.state[p].items()}
-                for name, p in self.model.named_parameters() if p in self.optimizer.state}
+        return optimizer_state_by_name(self.optimizer, dict(self.model.named_parameters()))
 
     def rank_job(self, batches: Sequence, balance: Sequence[int], warmup_steps: int) -> tuple[Callable, tuple]:
         """(fn, args) such that fn(rank, world, device, *args) trains one rank and returns its result dict."""
@@ -121,3 +126,10 @@ class ProcessMethod(Method):
         for result in results:
             for name, tensor in result["state"].items():
                 state[name].copy_(tensor.to(state[name].device))
+        # and their optimizer state (Adam's moments and step), so a training run's next epoch, or
+        # a checkpoint, goes on from where the ranks stopped rather than from fresh moments
+        moments = {name: s for result in results for name, s in result.get("optimizer_state", {}).items()}
+        if moments:
+            if self.optimizer is None:
+                self.optimizer = make_optimizer(self.model.parameters(), self.config)
+            load_optimizer_state(self.optimizer, dict(self.model.named_parameters()), moments)

@@ -123,3 +123,16 @@ def test_options_schema_refuses_wrong_types_before_building():
     with pytest.raises(ValueError, match="chunks"):
         create_method("gpipe", copy.deepcopy(build_model("convnet", get_spec(DATASET))),
                       MethodConfig(options={"chunks": "4"}))
+
+
+RANKS = [n for n in list_methods() if method_class(n).execution is Execution.RANKS]
+
+
+@pytest.mark.parametrize("name", RANKS)
+def test_rank_methods_bring_their_optimizer_state_back(name):
+    """A training run runs one rank job per epoch: Adam's moments and step must survive between them."""
+    method, devices, balance = _method(name)
+    run_training(method, _batches(), devices, balance, warmup_steps=1, timeout_s=300)
+    state = method.optimizer_state()
+    assert state and {n for n, _ in method.model.named_parameters()} <= set(state)
+    assert all(int(s["step"]) == 3 for s in state.values())  # one Adam step per batch of the epoch

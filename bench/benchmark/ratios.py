@@ -24,6 +24,7 @@ from bench import REPO_ROOT
 from bench.benchmark.dry_run import dry_run_entry
 from bench.benchmark.executors import CONFIGS as EXECUTOR_CONFIGS
 from bench.benchmark.executors import executor_ratios
+from bench.benchmark.training import training_entries
 from bench.execution.devices import available_cores
 from bench.grid import Cell, CellSettings
 from bench.run.runner import run_cell_subprocess
@@ -183,6 +184,7 @@ def machine_facts() -> str:
 
 def main() -> int:
     entries = ratios(measure())
+    entries += training_entries(ROUNDS)
     entries.append(dry_run_entry())
     path = REPO_ROOT / "results" / "bench" / "bench.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,8 +25,6 @@ bench/profiling/thread_names.py), the process row after the cell.
 """
 from __future__ import annotations
 
-from bench import REPO_ROOT
-
 import copy
 import functools
 import re
@@ -39,6 +37,7 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
 
+from bench import REPO_ROOT
 from bench.execution.choice import Executor, choose_executor, run_training
 from bench.execution.devices import DeviceSet
 from bench.execution.record import RunRecord

@@ -83,8 +83,8 @@ def summarize_trace(trace: Trace, lanes: Optional[Sequence[int]] = None,
     span = hi - lo
     if span <= 0:
         raise ValueError(f"empty window [{lo}, {hi}] µs")
-    staged = [e for e in trace.phases if e.stage is not None]
-    num_stages = max([e.stage + 1 for e in staged] + [len(lanes) if lanes is not None else 0])
+    stages = [e.stage for e in trace.phases if e.stage is not None]
+    num_stages = max([k + 1 for k in stages] + [len(lanes) if lanes is not None else 0])
     lane_of = list(lanes) if lanes is not None else list(range(num_stages))
     if len(lane_of) < num_stages:
         raise ValueError(f"lanes {lane_of} name fewer stages than the trace has ({num_stages})")

@@ -48,7 +48,8 @@ def _inline(text: str) -> str:
 
 def markdown_to_html(markdown: str) -> str:
     """The markdown this package writes (paragraphs, **bold**, pipe tables) as HTML."""
-    out, table = [], []
+    out: list[str] = []
+    table: list[str] = []
 
     def flush() -> None:
         if not table:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import pandas as pd
 
@@ -143,8 +143,8 @@ def _within(ratio: Optional[float]) -> Optional[bool]:
     return None if ratio is None else abs(ratio - 1.0) <= SPEED_TOLERANCE + 1e-12
 
 
-def _verdict(label: str, checked: list[tuple[str, bool]], unit: str, rows: pd.DataFrame) -> str:
-    good = sum(ok for _, ok in checked)
+def _verdict(label: str, checked: Sequence[tuple[str, Optional[bool]]], unit: str, rows: pd.DataFrame) -> str:
+    good = sum(1 for _, ok in checked if ok)
     misses = [name for name, ok in checked if not ok]
     text = f"Verdict ({label}): {good} of {len(checked)} cells within {unit}"
     if misses:

@@ -48,6 +48,7 @@ def _rows(panel: TimelinePanel) -> tuple[list[str], dict]:
     """Row labels (top to bottom) and a function from an event to its row index."""
     stages = sorted({e.stage for e in panel.trace.phases if e.stage is not None})
     has_unstaged = any(e.stage is None for e in panel.trace.phases)
+    index: dict[Optional[int], int]
     if panel.lanes is not None:
         devices = sorted({panel.lanes[k] for k in stages if k < len(panel.lanes)})
         labels = []

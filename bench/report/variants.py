@@ -9,7 +9,6 @@ failed variant keeps the good rows' plain name.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pandas as pd
@@ -41,8 +40,7 @@ def label_variants(frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     frame = frame.copy()
     # Rows written before a setting existed lack it: they ran with its default.
-    settings = CellSettings()
-    defaults = settings.as_dict() if hasattr(settings, "as_dict") else dataclasses.asdict(settings)
+    defaults = CellSettings().as_dict()
     flats = [_flatten({**defaults, **json.loads(s)}) if isinstance(s, str) else {} for s in frame["settings_json"]]
     labels = list(frame["method"])
     ok = list(frame["status"] == "ok") if "status" in frame else [True] * len(frame)

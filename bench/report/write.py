@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.store.layout import StoreError
-from bench.store.parquet import read_results
 from bench.report.accuracy_tables import write_accuracy_tables
 from bench.report.baseline import base_method, with_bp_baseline
 from bench.report.page import write_page
 from bench.report.paper import write_paper_comparisons
 from bench.report.tta import curves_with_rows, load_curves, write_tta
 from bench.report.variants import label_variants
+from bench.store.layout import StoreError
+from bench.store.parquet import read_results
 
 __all__ = ["speedup_table", "accuracy_table", "write_report", "markdown_table"]
 
@@ -216,9 +216,8 @@ def write_report(results_dir: Path) -> str:
     if not failed.empty:
         out.append(f"{len(failed)} cell(s) did not finish: " + "; ".join(
             f"{r.method}/{r.model}/b{r.batch_size}/d{r.devices}: {r.status}" for r in failed.itertuples()))
-    from bench.report.figures import plots_dir, write_figures  # matplotlib/seaborn: only when a report is written
-
     from bench.report.curves_figures import write_curves_figures
+    from bench.report.figures import plots_dir, write_figures  # matplotlib/seaborn: only when a report is written
 
     figures = write_figures(results_dir, frame)
     figures += write_curves_figures(frame, curves, tta, plots_dir(results_dir))
