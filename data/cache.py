@@ -60,7 +60,7 @@ def cached(root: Path, name: str, key: str, cls: type[T], build: Callable[[], T]
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(f".{os.getpid()}.partial")
-        torch.save({f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, partial)
+        torch.save({f.name: getattr(value, f.name) for f in dataclasses.fields(value)}, partial)  # type: ignore[arg-type]  # T is a dataclass
         os.replace(partial, target)  # atomic: concurrent cells never read half a file
     except OSError as exc:
         warnings.warn(f"could not write dataset cache {target}: {exc}")

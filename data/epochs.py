@@ -67,6 +67,7 @@ class _EpochBatches(Dataset):
         if self._order[0] != epoch:
             self._order = (epoch, epoch_order(len(self.dataset), self.seed, epoch))
         order = self._order[1]
+        assert order is not None
         indices = order[b * self.batch_size:(b + 1) * self.batch_size]
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, _AUGMENT_STREAM) + b)
         x, y = self.dataset.get_batch(indices, generator=generator)
@@ -93,7 +94,7 @@ class EpochStream:
                              "use a smaller batch_size or more training items")
         self.items = _EpochBatches(dataset, batch_size, seed, views, first, last)
         pin = torch.cuda.is_available() if pin_memory is None else pin_memory
-        extra = {"prefetch_factor": prefetch_factor} if workers > 0 else {}
+        extra: dict[str, Any] = {"prefetch_factor": prefetch_factor} if workers > 0 else {}
         self.loader = DataLoader(self.items, batch_size=None, shuffle=False, num_workers=workers,
                                  pin_memory=pin, **extra)
         self.next_epoch = first

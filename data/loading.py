@@ -8,7 +8,7 @@ read through the reader registered for the base name (`vision_files`,
 from __future__ import annotations
 
 import os
-from typing import Optional, Union
+from typing import Any, Optional, Union, cast
 
 from . import text_files, vision_files  # noqa: F401 - importing registers the readers
 from .augment import BasicAugment
@@ -17,7 +17,7 @@ from .cache import cached, fingerprint
 from .in_memory import InMemoryText, InMemoryVision
 from .sources import bad_file, data_root, require_files, source_for
 from .spec import DatasetSpec, get_spec
-from .splits import SPLITS, label_noise_offsets, split_positions
+from .splits import SPLITS, Split, label_noise_offsets, split_positions
 from .synthetic import SyntheticText, SyntheticVision, synthetic_vocab
 from .text_files import TextArrays
 from .vision_files import VisionArrays
@@ -42,11 +42,12 @@ def read_real(spec: DatasetSpec, root: Optional[PathLike] = None) -> Union[Visio
     key = (spec.base, str(base.resolve()), files_key)
     if key in _LAST_READ:
         return _LAST_READ[key]
+    arrays: Union[VisionArrays, TextArrays]
     if source.cache:
         cls = TextArrays if spec.modality == "text" else VisionArrays
-        arrays = cached(base, spec.base, files_key, cls, lambda: source.read(base))
+        arrays = cast(Union[VisionArrays, TextArrays], cached(base, spec.base, files_key, cls, lambda: source.read(base)))
     else:
-        arrays = source.read(base)
+        arrays = cast(Union[VisionArrays, TextArrays], source.read(base))
     if spec.modality == "vision":
         for part in ("train_images", "test_images"):
             shape = tuple(getattr(arrays, part).shape[1:])
@@ -106,12 +107,12 @@ def load_dataset(name: str, split: str = "train", root: Optional[PathLike] = Non
         arrays, train_count, test_count = None, spec.train_size, spec.test_size
     train_count = min(train_count, max_train_items or train_count)
     test_count = min(test_count, max_test_items or test_count)
-    positions = split_positions(split, train_count, test_count, val_fraction, seed)
+    positions = split_positions(cast(Split, split), train_count, test_count, val_fraction, seed)
     offsets = (label_noise_offsets(len(positions), noise_rate, spec.num_classes, seed)
                if split == "train" and noise_rate > 0 else None)
     transform = (BasicAugment(max(1, spec.input_shape[-1] // 8))
                  if augment == "basic" and split == "train" and spec.modality == "vision" else None)
-    common = dict(label_offsets=offsets, transform=transform, seed=seed)
+    common: dict[str, Any] = dict(label_offsets=offsets, transform=transform, seed=seed)
     if arrays is None:
         cls = SyntheticVision if spec.modality == "vision" else SyntheticText
         return cls(spec, split, positions, **common)
@@ -130,4 +131,6 @@ def text_vocab(name: str, root: Optional[PathLike] = None) -> list[str]:
         raise ValueError(f"{name!r} is a {spec.modality} dataset; it has no vocabulary")
     if spec.kind == "synthetic":
         return synthetic_vocab(spec)
-    return read_real(spec, root).vocab
+    arrays = read_real(spec, root)
+    assert isinstance(arrays, TextArrays)
+    return arrays.vocab

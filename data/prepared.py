@@ -6,7 +6,7 @@ stream from a DataLoader instead.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Iterator
 
 import torch
 
@@ -38,6 +38,7 @@ def prepare_batches(dataset: Any, batch_size: int, count: int, seed: int, views:
         if len(idx) < batch_size:  # wrap around the end of the epoch
             idx = torch.cat([idx, order[: batch_size - len(idx)]])
         index_batches.append(idx)
+    loaded: Iterator[tuple[torch.Tensor, torch.Tensor]]
     if workers > 0 and count > 0:
         loaded = iter(batch_loader(dataset, index_batches, workers))
     else:

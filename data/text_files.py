@@ -71,7 +71,8 @@ def _class_title_text(name: str, classes: int) -> Callable[[Path], Rows]:
     """Reader of the Zhang et al. (2015) CSV layout: class index (1-based), title, text; no header."""
 
     def read(path: Path) -> Rows:
-        texts, labels = [], []
+        texts: list[str] = []
+        labels: list[int] = []
         for line, fields in _csv_rows(path):
             if not texts and not fields[0].strip().isdigit():
                 continue  # a header row (some mirrors add one)

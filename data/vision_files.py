@@ -96,7 +96,7 @@ def _decode(path: Path, side: int) -> np.ndarray:
     try:
         with Image.open(path) as image:
             # Some Tiny-ImageNet images are grayscale; bilinear + PIL's antialiasing = torchvision Resize.
-            return np.asarray(image.convert("RGB").resize((side, side), Image.BILINEAR), dtype=np.uint8)
+            return np.asarray(image.convert("RGB").resize((side, side), Image.Resampling.BILINEAR), dtype=np.uint8)
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for a broken image
         raise bad_file("tinyimagenet", path, f"cannot decode image ({exc})") from None
 

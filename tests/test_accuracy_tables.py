@@ -3,8 +3,13 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from bench.report.accuracy_tables import (accuracy_stats, latex_accuracy, latex_escape, mark_significance,
-                                          write_accuracy_tables)
+from bench.report.accuracy_tables import (
+    accuracy_stats,
+    latex_accuracy,
+    latex_escape,
+    mark_significance,
+    write_accuracy_tables,
+)
 from bench.store.parquet import append_rows, read_results
 from bench.store.row import ResultRow
 

@@ -6,15 +6,15 @@ import json
 import pytest
 
 from bench.cell.run import run_cell
-from bench.report.figures import write_figures
 from bench.grid import Cell, CellSettings, GridError, load_grid
 from bench.grid.settings import ProfileSchedule
-from bench.store.parquet import append_rows, read_results
-from bench.report.timeline import TimelinePanel, save_figure, timeline_figure
 from bench.profiling.profiler import ProfileResult, profile_columns, trace_lanes
+from bench.profiling.thread_names import ThreadNameRecorder, name_threads, thread_names_of
 from bench.profiling.trace_events import find_trace_files, load_trace, load_trace_dir
 from bench.profiling.trace_metrics import stage_lanes, summarize_trace
-from bench.profiling.thread_names import ThreadNameRecorder, name_threads, thread_names_of
+from bench.report.figures import write_figures
+from bench.report.timeline import TimelinePanel, save_figure, timeline_figure
+from bench.store.parquet import append_rows, read_results
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -9,7 +9,6 @@ from methods import MethodConfig, create_method
 from methods.schedules import cosine_lr, make_schedulers, method_optimizers
 from models.build import build_model
 
-
 # no optimizer step in these tests: torch warns that the scheduler stepped first
 pytestmark = pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)`")
 

@@ -16,7 +16,6 @@ from bench.grid.settings import CellSettings
 from bench.run.runner import run_grid
 from bench.store.curves import CURVE_SCHEMA, CurveRow, append_curve, compact_curves, read_curves
 from bench.store.read import read_results
-from tests.conftest import ROOT
 
 TINY = dict(epochs=2, max_train_items=40, max_test_items=16, eval_batch_size=16, val_fraction=0.2,
             balance="even", threads_per_device=1, count_train_memory=False, augment="basic",

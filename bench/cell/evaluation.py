@@ -79,9 +79,9 @@ def evaluate_exits(method, batches: Sequence, policies: Sequence[str] = DEFAULT_
         labels.append(y)
     method.train(True)
     y = torch.cat(labels)
-    logits = [torch.cat(l) for l in all_logits]
+    logits = [torch.cat(parts) for parts in all_logits]
     report = ExitReport()
-    report.exit_acc = [float((l.argmax(1) == y).float().mean()) for l in logits]
+    report.exit_acc = [float((exit_logits.argmax(1) == y).float().mean()) for exit_logits in logits]
     report.exit_time_s = [t / len(y) for t in ready]
     # Exit k's cost counts what ran before its answer was ready: stages 1..k and the
     # exit classifiers met on the way (a threshold policy evaluates each of them), as

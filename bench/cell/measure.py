@@ -1,18 +1,16 @@
 """From raw timestamps to the numbers a table reports, plus memory and provenance."""
 from __future__ import annotations
 
-from bench import REPO_ROOT
-
 import platform
 import resource
 import socket
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
+from bench import REPO_ROOT
 from bench.execution.record import RunRecord
 
 __all__ = ["StepStats", "step_stats", "peak_memory", "provenance"]

@@ -188,7 +188,7 @@ def prepare_data(cell: Cell, data_root: Optional[str]) -> CellData:
     spec = observed.spec
     if observed.note:
         print(f"warning: {observed.note}", file=sys.stderr)
-    split_args = dict(root=data_root, seed=cell.seed, val_fraction=s.val_fraction, spec=spec,
+    split_args: dict[str, Any] = dict(root=data_root, seed=cell.seed, val_fraction=s.val_fraction, spec=spec,
                       max_train_items=s.max_train_items, max_test_items=s.max_test_items)
     train_set = load_dataset(cell.dataset, split="train", augment=s.augment, noise_rate=s.noise_rate, **split_args)
     val_set = load_dataset(cell.dataset, split="val", **split_args) if s.val_fraction > 0 else None
@@ -261,7 +261,8 @@ def time_steps(cell: Cell, placed: PlacedMethod, data: CellData) -> TimedRun:
     rank_peaks = [r.get("peak_mem_bytes") for r in sorted(ranks, key=lambda r: r["rank"])]
     if rank_peaks and all(isinstance(v, int) for v in rank_peaks):
         # each rank's own GPU: the parent process cannot read another process's CUDA peak
-        peak, per_device, kind = max(rank_peaks), rank_peaks, "cuda_max_allocated"
+        per_device = [int(v) for v in rank_peaks if v is not None]
+        peak, kind = max(per_device), "cuda_max_allocated"
     # after the peak is read (it allocates); one extra, untimed step on a copy
     train_mem = training_memory_bytes(placed.method, data.timed[0]) if s.count_train_memory else []
     return TimedRun(record, step_stats(record), cell.batch_size * s.views, peak, per_device, kind, train_mem)

@@ -75,7 +75,8 @@ def run_training(method, batches: Iterable, devices: DeviceSet, balance: Sequenc
     if kind is Executor.PROCESSES:
         from .distributed_pipeline import run_distributed_pipeline
 
-        return run_distributed_pipeline(method, balance, devices, batches, warmup_steps, queue_depth, timeout_s,
+        epoch = batches if isinstance(batches, Sequence) else list(batches)  # each rank is handed its batches
+        return run_distributed_pipeline(method, balance, devices, epoch, warmup_steps, queue_depth, timeout_s,
                                         rank_wrapper=rank_wrapper, absorb_results=absorb_results, on_ranks=on_ranks)
     if kind is Executor.THREADS:
         from .pipeline import run_pipelined

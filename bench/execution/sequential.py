@@ -6,7 +6,7 @@ parallelism) on N devices, where the chain rule leaves nothing to overlap.
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Optional
 
 from .devices import DeviceSet, synchronize
 from .record import RunRecord, check_finite
@@ -14,7 +14,7 @@ from .record import RunRecord, check_finite
 __all__ = ["run_sequential"]
 
 
-def run_sequential(method, batches: Sequence, devices: DeviceSet, warmup_steps: int,
+def run_sequential(method, batches: Iterable, devices: DeviceSet, warmup_steps: int,
                    on_batch_done: Optional[Callable[[int], None]] = None) -> RunRecord:
     """Train on `batches` in order; stage busy times are kept for decoupled methods.
 
