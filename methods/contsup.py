@@ -5,7 +5,7 @@ modules via the model's `modules` keyword) is trained module by module: module
 k < K-1 by its auxiliary head's local loss, the last module by the network's
 own classifier (cross-entropy, gradient into the module, as in the reference).
 Module k's input is h_{k-1}.detach() plus encoded, detached context (see
-`context_supply.py` for the modes R0, E, R1, R1E, Rn).  No gradient crosses
+`contsup_context.py` for the modes R0, E, R1, R1E, Rn).  No gradient crosses
 modules, so the stage steps run unchanged on the N-device pipeline.
 
 Stage payload: module 0 gets the image; module k >= 1 gets the tuple
@@ -44,7 +44,7 @@ from models.description import ModelDescription
 from models.staged import Payload
 
 from .base import DecoupledMethod, MethodConfig, MethodOptions, StageStep, make_optimizer
-from .context_supply import ContextMode, ContextSupply
+from .contsup_context import ContextMode, ContextSupply
 from .losses import supcon_loss
 from .registry import register_method
 

@@ -8,8 +8,8 @@ from test_executors import _batches, _params
 
 from bench.execution import resolve_devices, run_pipelined, run_sequential, stage_devices
 from methods import MethodConfig, create_method, method_class
-from methods.context_supply import ContextMode
 from methods.contsup import AuxHead, contsup_supcon_loss
+from methods.contsup_context import ContextMode
 from models import count_parameters, create_model, detach_payload
 from models.cifar_resnet import MODULE_BOUNDARIES
 

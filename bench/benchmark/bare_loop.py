@@ -9,12 +9,15 @@ profiler labels, busy-time bookkeeping, loss checks).
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
+
+from bench.execution.threads import use_threads
 
 __all__ = ["bare_scpl_step_times"]
 
@@ -27,7 +30,7 @@ def bare_scpl_step_times(model_name: str, dataset: str, batch_size: int, warmup:
     from methods.projectors import make_projector
     from models.build import build_model
 
-    torch.set_num_threads(int(__import__("os").environ.get("OMP_NUM_THREADS", "1")))
+    use_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     torch.manual_seed(seed)
     spec = get_spec(dataset)
     train = load_dataset(dataset, split="train", seed=seed)

@@ -49,7 +49,7 @@ def executor_ratios(samples: dict) -> list[dict]:
 
 
 def _median_step(record) -> float:
-    from bench.cell.measure import step_stats
+    from bench.cell.timing import step_stats
 
     return step_stats(record).median_s
 

@@ -25,7 +25,7 @@ from bench.benchmark.dry_run import dry_run_entry
 from bench.benchmark.executors import CONFIGS as EXECUTOR_CONFIGS
 from bench.benchmark.executors import executor_ratios
 from bench.benchmark.training import training_entries
-from bench.execution.devices import available_cores
+from bench.execution.threads import available_cores, thread_env
 from bench.grid import Cell, CellSettings
 from bench.run.runner import run_cell_subprocess
 
@@ -60,7 +60,7 @@ BARE = ("vgg8", "cifar10@synthetic", 128)
 
 def _bare_loop() -> float:
     model, dataset, batch = BARE
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT))
+    env = thread_env(1, dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
     cmd = [sys.executable, "-m", "bench.benchmark.bare_loop", model, dataset, str(batch),
            str(SETTINGS.warmup_steps), str(SETTINGS.steps), "0"]
     out = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True)

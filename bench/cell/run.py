@@ -26,8 +26,10 @@ from typing import Any, Optional
 import torch
 
 from bench.cell.evaluation import ExitReport, accuracy, evaluate_exits, test_batches
-from bench.cell.measure import StepStats, peak_memory, provenance, step_stats
+from bench.cell.memory import peak_memory
 from bench.cell.model_selection import SelectionCurve, segment_lengths
+from bench.cell.provenance import provenance
+from bench.cell.timing import StepStats, step_stats
 from bench.cell.training_memory import training_memory_bytes
 from bench.execution.choice import choose_executor, run_training
 from bench.execution.devices import DeviceSet, resolve_devices

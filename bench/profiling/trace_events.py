@@ -46,10 +46,6 @@ class PhaseEvent:
     pid: object
     tid: object
 
-    @property
-    def duration_us(self) -> float:
-        return self.end_us - self.start_us
-
 
 @dataclass(frozen=True)
 class StepSpan:

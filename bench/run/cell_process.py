@@ -20,12 +20,9 @@ __all__ = ["run_cell_subprocess", "cell_env", "cell_timeout_s"]
 
 def cell_env(cell: Cell) -> dict:
     """Thread budget for the child, set before it imports torch."""
-    from bench.execution.devices import available_cores
+    from bench.execution.threads import cores_per_device, thread_env
 
-    env = dict(os.environ)
-    threads = cell.settings.threads_per_device or max(1, available_cores() // cell.devices)
-    env["OMP_NUM_THREADS"] = str(threads)
-    env["MKL_NUM_THREADS"] = str(threads)
+    env = thread_env(cell.settings.threads_per_device or cores_per_device(cell.devices))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env[PARENT_PID_ENV] = str(os.getpid())
     return env

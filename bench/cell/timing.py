@@ -1,19 +1,16 @@
-"""From raw timestamps to the numbers a table reports, plus memory and provenance."""
+"""From the completion timestamps of a run to the step times a table reports.
+
+Why gaps between completions: in a pipeline the gap between two batches leaving
+the last stage is the steady-state time per batch (1 / throughput), which is
+what an epoch is made of; for a sequential run it is simply each step's duration.
+"""
 from __future__ import annotations
 
-import platform
-import resource
-import socket
-import subprocess
-import sys
 from dataclasses import dataclass
 
-import torch
-
-from bench import REPO_ROOT
 from bench.execution.record import RunRecord
 
-__all__ = ["StepStats", "step_stats", "peak_memory", "provenance"]
+__all__ = ["StepStats", "step_stats"]
 
 
 @dataclass(frozen=True)
@@ -51,31 +48,3 @@ def step_stats(record: RunRecord) -> StepStats:
         previous = t
     ordered = sorted(gaps)
     return StepStats(gaps, _quantile(ordered, 0.5), _quantile(ordered, 0.1), _quantile(ordered, 0.9), sum(gaps))
-
-
-def peak_memory(devices) -> tuple[int, list[int], str]:
-    """(peak bytes, per-device peaks, kind): CUDA max_memory_allocated, else process peak RSS."""
-    if devices.kind == "cuda":
-        per = [int(torch.cuda.max_memory_allocated(d)) for d in devices.devices]
-        return max(per), per, "cuda_max_allocated"
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    # CPU workers share one process, so the peak is the process's, not per worker.
-    return rss, [rss], "cpu_peak_rss"
-
-
-def _git_sha() -> str | None:
-    try:
-        root = REPO_ROOT
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def provenance() -> dict:
-    return {
-        "torch_version": torch.__version__,
-        "python_version": sys.version.split()[0],
-        "git_sha": _git_sha(),
-        "host": f"{socket.gethostname()} ({platform.machine()})",
-    }
