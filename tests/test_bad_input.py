@@ -135,3 +135,10 @@ def test_set_overrides_are_validated_like_the_file(tmp_path):
         load_grid(str(path), overrides=["settings.steps=x"])
     with pytest.raises(GridError, match="--set nonsense.steps: unknown top-level key .nonsense."):
         load_grid(str(path), overrides=["nonsense.steps=1"])
+
+
+def test_settings_reference_in_docs_equals_the_schema():
+    from bench.grid.settings import settings_reference
+
+    assert (ROOT / "docs" / "SETTINGS.md").read_text() == settings_reference(), \
+        "regenerate docs/SETTINGS.md from bench.grid.settings.settings_reference()"

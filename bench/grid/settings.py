@@ -17,11 +17,13 @@ methods and data modules accept.
 """
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["CellSettings", "ProfileSchedule", "settings_problems", "format_validation_error", "ADDED_DEFAULTS"]
+__all__ = ["CellSettings", "ProfileSchedule", "settings_problems", "format_validation_error", "ADDED_DEFAULTS",
+           "settings_reference"]
 
 _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
 
@@ -85,7 +87,7 @@ class CellSettings(BaseModel):
     steps: int = Field(10, ge=1, description="timed steps")
     train_steps: int = Field(0, ge=0, description="untimed training steps before the timed ones")
     timeout_s: float = Field(900.0, gt=0, description="per cell; per epoch for training runs (epochs set)")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="the cell's seed is seed + trial")
     # -- training run (docs/TRAINING.md): whole epochs instead of sampled steps ------------
     epochs: Optional[int] = Field(None, ge=1, description="null = the sampled mode; E = E full passes")
     eval_every: int = Field(1, ge=1, description="training runs: evaluate every N epochs (and after the last)")
@@ -99,41 +101,43 @@ class CellSettings(BaseModel):
         default_factory=list, description="absolute accuracies for time-to-accuracy tables")
     # -- evaluation ---------------------------------------------------------------------
     eval_batches: Optional[int] = Field(4, ge=1, description="test batches for accuracy; null = whole test set")
-    eval_batch_size: int = Field(256, ge=1)
+    eval_batch_size: int = Field(256, ge=1, description="samples per evaluation batch")
     eval_points: int = Field(1, ge=1, description="evaluations over training; > 1 enables model selection")
     # -- optimisation and losses --------------------------------------------------------
-    lr: float = Field(1e-3, ge=0)
-    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(1e-3, ge=0, description="every optimizer's learning rate (the start of a schedule)")
+    optimizer: Literal["adam", "sgd"] = Field("adam", description="fused Adam, or SGD with momentum 0.9")
     temperature: float = Field(0.1, gt=0, description="contrastive temperature")
-    projector: Optional[Literal["i", "l", "m"]] = None
-    supcon_variant: Literal["reference", "textbook"] = "reference"
-    local_loss: Literal["supcon", "suncet", "ntxent"] = "supcon"
+    projector: Optional[Literal["i", "l", "m"]] = Field(None, description="contrastive projector; null = the modality's default (vision m, text i)")
+    supcon_variant: Literal["reference", "textbook"] = Field("reference", description="SupCon as the reference code computes it, or as the paper writes it")
+    local_loss: Literal["supcon", "suncet", "ntxent"] = Field("supcon", description="SCPL-style stages' local loss (ntxent needs views: 2)")
     # method-specific, either flat ({chunks: 8}: every method of the grid must accept them) or per
     # method ({gpipe_dist: {chunks: 8}}); each method's own schema (`Method.Options`) checks them
-    method_options: dict[str, Any] = Field(default_factory=dict)
-    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    method_options: dict[str, Any] = Field(default_factory=dict, description="flat, or per method: {gpipe: {chunks: 8}}")
+    model_kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the model factory")
     # -- data (docs/DATA.md) --------------------------------------------------------------
     views: Literal[1, 2] = Field(1, description="2 = the two-view 'strong' batch of contrastive methods")
-    augment: Literal["none", "basic"] = "none"
+    augment: Literal["none", "basic"] = Field("none", description="training augmentation (basic: crop and flip, vision)")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="training items held out for validation")
     noise_rate: float = Field(0.0, ge=0, lt=1, description="fraction of training labels corrupted")
-    glove: bool = False
-    data_workers: int = Field(0, ge=0)
+    glove: bool = Field(False, description="text models: GloVe 300-d embeddings (docs/DATA.md)")
+    data_workers: int = Field(0, ge=0, description="DataLoader worker processes (pinned memory on CUDA)")
     max_train_items: Optional[int] = Field(None, ge=1, description="use the first N official training items")
     max_test_items: Optional[int] = Field(None, ge=1, description="use the first N official test items")
     # -- placement and execution ----------------------------------------------------------
-    balance: Union[Literal["auto", "even"], list[int]] = "auto"
-    device_kind: Literal["auto", "cpu", "cuda"] = "auto"
+    balance: Union[Literal["auto", "even"], list[int]] = Field(
+        "auto", description="stages per device: auto (by measured stage time), even, or a list")
+    device_kind: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when present, else CPU workers")
     # intra-op threads of each device's worker; null = the cores divided by the grid's largest
     # device count (at least 1), so a "device" is the same resource in every cell of a grid
-    threads_per_device: Optional[int] = Field(None, ge=1)
+    threads_per_device: Optional[int] = Field(None, ge=1, description="intra-op threads per device; null = cores / the grid's largest device count")
     queue_depth: int = Field(2, ge=1, description="batches in flight between two stages")
     # decoupled methods on N devices: stage workers as threads of one process, or one process per
     # device exchanging activations with torch.distributed send/recv (bench/execution/choice.py)
-    executor: Literal["threads", "processes"] = "threads"
+    executor: Literal["threads", "processes"] = Field(
+        "threads", description="decoupled methods on N devices: stage threads, or processes with send/recv")
     # -- measurement extras -------------------------------------------------------------
-    count_train_memory: bool = True
-    profile: Optional[ProfileSchedule] = None
+    count_train_memory: bool = Field(True, description="count saved activations + parameters + optimizer state per stage")
+    profile: Optional[ProfileSchedule] = Field(None, description="{wait, warmup, active}: a profiled run after the timed one (docs/PROFILING.md)")
 
     def options_for(self, method: str, known_methods: Optional[list[str]] = None) -> dict:
         """The `method_options` that apply to `method` (see the field's comment).
@@ -196,3 +200,34 @@ def settings_problems(mapping: Any, prefix: str = "settings") -> tuple[Optional[
             lines.append(f"{prefix}.balance: {mapping['balance']!r}: use 'auto', 'even' or a list of "
                          "positive stage counts per device")
         return None, lines
+
+
+def _type_text(annotation: Any) -> str:
+    text = str(annotation).replace("typing.", "").replace("<class '", "").replace("'>", "")
+    text = re.sub(r"Annotated\[float, FieldInfo\([^]]*\]\)\]", "float", text)
+    return text.replace("bench.grid.settings.", "")
+
+
+def _range_text(metadata: list) -> str:
+    parts = []
+    for item in metadata:
+        for key, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+            value = getattr(item, key, None)
+            if value is not None:
+                parts.append(f"{symbol} {value}")
+    return ", ".join(parts)
+
+
+def settings_reference() -> str:
+    """docs/SETTINGS.md: every setting with its type, range, default and meaning, from the schema itself."""
+    lines = ["# Grid settings", "",
+             "Generated from `bench/grid/settings.py` (`settings_reference()`); a test keeps this file equal",
+             "to the schema. Every value is checked before the first cell runs.", "",
+             "| setting | type | range | default | meaning |", "|---|---|---|---|---|"]
+    for name, info in CellSettings.model_fields.items():
+        default = info.default_factory() if info.default_factory is not None else info.default  # type: ignore[call-arg]
+        lines.append(f"| `{name}` | `{_type_text(info.annotation)}` | {_range_text(info.metadata)} | "
+                     f"`{default!r}` | {(info.description or '').replace('|', '/')} |")
+    lines += ["", "`profile` takes `{wait, warmup, active}` (integers >= 0, active >= 1), as `torch.profiler.schedule`.",
+              "Each method's own `method_options` are declared on the method (`Method.Options`, docs/METHODS.md)."]
+    return "\n".join(lines) + "\n"
