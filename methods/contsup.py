@@ -24,7 +24,7 @@ Parameters: effective = the network plus the context encoders (inference runs
 them); affiliated = the auxiliary heads.
 
 Memory per module (the reference claims savings but measures none): every row has
-`train_mem_bytes`, counted per module step by `bench/training_memory.py` (saved
+`train_mem_bytes`, counted per module step by `bench/cell/training_memory.py` (saved
 activations + parameters + gradients + optimizer state) on any device, beside
 BP's whole-network number; `peak_mem_per_device` is the allocator's view (per
 module only with one module per CUDA device; one process peak RSS on CPU).

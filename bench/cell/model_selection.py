@@ -65,7 +65,7 @@ class SelectionCurve:
         return max(self.test_acc)
 
     def columns(self) -> dict:
-        """The result-row columns (bench/schema.py) this curve fills."""
+        """The result-row columns (bench/store/row.py) this curve fills."""
         return {
             "val_acc": self.val_acc[-1] if self.val_acc else None,
             "eval_steps": self.steps,

@@ -13,7 +13,7 @@ the test accuracy over trials, in %.  Marks, as the paper uses them:
 Written as markdown (`accuracy_paper_<dataset>.md`), LaTeX ready to paste
 (`.tex`: booktabs, \\textbf, $\\dagger$) and CSV of numbers (mean, std, n, bold,
 dagger, p-value), for the final head's `test_acc` and, when the rows have it,
-`test_acc_val_selected` (`..._val_selected.*`, bench/selection.py).
+`test_acc_val_selected` (`..._val_selected.*`, bench/cell/model_selection.py).
 """
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ METHOD_ORDER = ["bp", "ddp", "gpipe", "gpipe_dist", "scpl", "scpl_gpipe", "dascp
 
 
 def _method_rank(method: str) -> int:
-    base = method.split("[")[0]  # variants (bench/variants.py) sort with their method
+    base = method.split("[")[0]  # variants (bench/report/variants.py) sort with their method
     return METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER)
 
 
@@ -78,7 +78,7 @@ def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
 def accuracy_table(frame: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
     """Accuracy `metric` mean ± std over trials, rows method × devices × batch size, columns model/dataset.
 
-    `metric`: "test_acc" (final head), "test_acc_val_selected" or "test_acc_best" (bench/selection.py).
+    `metric`: "test_acc" (final head), "test_acc_val_selected" or "test_acc_best" (bench/cell/model_selection.py).
     """
     ok = frame[frame["status"] == "ok"].copy()
     if metric not in ok or ok[metric].isna().all():

@@ -74,7 +74,7 @@ class ResultRow:
     # quality
     final_train_loss: Optional[float] = None
     test_acc: Optional[float] = None  # final head after all training (the speedup tables' number)
-    # model selection (bench/selection.py): accuracy at each evaluation point
+    # model selection (bench/cell/model_selection.py): accuracy at each evaluation point
     val_acc: Optional[float] = None  # on the hold-out, at the end
     eval_steps: list[int] = field(default_factory=list)
     val_acc_curve: list[float] = field(default_factory=list)
@@ -104,7 +104,7 @@ class ResultRow:
     peak_mem_bytes: Optional[int] = None
     peak_mem_per_device: list[int] = field(default_factory=list)
     peak_mem_kind: Optional[str] = None  # "cuda_max_allocated" | "cpu_peak_rss"
-    # counted, not sampled (bench/training_memory.py): saved activations + params + grads + optimizer
+    # counted, not sampled (bench/cell/training_memory.py): saved activations + params + grads + optimizer
     # state of one training step, per stage for decoupled methods, whole network for coupled ones
     train_mem_bytes: list[int] = field(default_factory=list)
     train_mem_max_bytes: Optional[int] = None  # the largest entry: the least one device must hold
