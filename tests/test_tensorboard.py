@@ -1,5 +1,7 @@
 """TensorBoard round trip: the profiler plugin lists every profiled cell of a results folder."""
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -39,7 +41,7 @@ def test_profiler_plugin_lists_every_profiled_cell(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "tensorboard.main", "--logdir", str(tmp_path / "traces"),
          "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=log,
+        stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,  # its plugin starts children of its own
     )
     runs, last_error = None, None
     try:
@@ -56,7 +58,7 @@ def test_profiler_plugin_lists_every_profiled_cell(tmp_path):
             time.sleep(1.0)
         plugins = _get_json(f"http://127.0.0.1:{port}/data/plugins_listing")
     finally:
-        proc.kill()  # only the process this test started
+        os.killpg(proc.pid, signal.SIGKILL)  # TensorBoard and the loader processes it started, nothing else
         proc.wait(timeout=10)
         log.close()
     assert "pytorch_profiler" in plugins
