@@ -59,10 +59,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {too_many}", file=sys.stderr)
         return 2
     results_dir = Path(args.results) if args.results else REPO_ROOT / "results" / grid.name
+    from bench.store.layout import StoreError
+
     if args.dry_run:
         from bench.run.dry_run import dry_run_text
 
-        print(dry_run_text(cells, results_dir))
+        try:
+            print(dry_run_text(cells, results_dir, retry=args.retry))
+        except StoreError as exc:  # e.g. a corrupt results file: named, with what to do
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
     try:
         check_data_files(cells, args.data_root)
@@ -71,14 +77,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from bench.run.cli import launcher_from_args
     from bench.run.signals import Interrupted
-    from bench.store.layout import StoreError, check_results_dir
+    from bench.store.layout import check_results_dir
 
     try:
         launcher = launcher_from_args(args)
         check_results_dir(results_dir)  # a file or read-only path: refused before any cell runs
+    except (ValueError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
         summary = run_grid(grid, results_dir, cells, args.data_root, progress=not args.no_progress,
                            retry=args.retry, launcher=launcher)
-    except (ValueError, StoreError) as exc:
+    except StoreError as exc:  # results written by someone else that cannot be read: nothing measured is lost
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Interrupted as exc:

@@ -86,7 +86,9 @@ class ProcessMethod(Method):
 
     def __init__(self, model, config) -> None:
         super().__init__(model, config)
-        self.optimizer: torch.optim.Optimizer | None = None
+        # Built now, not at the first untimed step: a training run's schedulers and checkpoints
+        # need it from the start, and it holds the Adam state the ranks hand back between epochs.
+        self.optimizer: torch.optim.Optimizer = make_optimizer(model.parameters(), config)
 
     def place(self, stage_devices: Sequence[torch.device], balance: Sequence[int] | None = None) -> None:
         """Ranks place their own parts; the parent keeps the model where evaluation runs."""
@@ -101,8 +103,6 @@ class ProcessMethod(Method):
         (`optimizer_state`).  Before this existed a grid with `train_steps` > 0
         failed every process-method cell.
         """
-        if self.optimizer is None:
-            self.optimizer = make_optimizer(self.model.parameters(), self.config)
         device = next(self.model.parameters()).device
         self.optimizer.zero_grad(set_to_none=True)
         loss = F.cross_entropy(self.model(x.to(device)), y.to(device))
@@ -111,9 +111,7 @@ class ProcessMethod(Method):
         return float(loss.detach())
 
     def optimizer_state(self) -> dict:
-        """{parameter name: optimizer state} of the untimed steps, for the ranks to continue from."""
-        if self.optimizer is None:
-            return {}
+        """{parameter name: optimizer state} so far (empty before any step), for the ranks to continue from."""
         return optimizer_state_by_name(self.optimizer, dict(self.model.named_parameters()))
 
     def rank_job(self, batches: Sequence, balance: Sequence[int], warmup_steps: int) -> tuple[Callable, tuple]:
@@ -130,6 +128,4 @@ class ProcessMethod(Method):
         # a checkpoint, goes on from where the ranks stopped rather than from fresh moments
         moments = {name: s for result in results for name, s in result.get("optimizer_state", {}).items()}
         if moments:
-            if self.optimizer is None:
-                self.optimizer = make_optimizer(self.model.parameters(), self.config)
             load_optimizer_state(self.optimizer, dict(self.model.named_parameters()), moments)

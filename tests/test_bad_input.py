@@ -82,6 +82,8 @@ def test_bad_axis_is_refused_with_its_key_path(tmp_path, old, new, expected):
 
 
 @pytest.mark.parametrize("text,expected", [
+    (BASE + "include: [{method: bp, batch_size: '16'}]\n", "include[0].batch_size.0: '16'"),
+    (BASE + "include: [{method: bp, devices: 0}]\n", "include[0].devices: 0"),
     ("name: ../../escaped\n" + BASE, "name: '../../escaped'"),
     ("axes: [bp, scpl]\nsettings: {}\n", "axes: must be a mapping"),
     (BASE.replace("settings:\n  steps: 2\n", "settings: [steps, 2]\n"), "settings: must be a mapping"),
@@ -142,3 +144,18 @@ def test_settings_reference_in_docs_equals_the_schema():
 
     assert (ROOT / "docs" / "SETTINGS.md").read_text() == settings_reference(), \
         "regenerate docs/SETTINGS.md from bench.grid.settings.settings_reference()"
+
+
+def test_corrupt_results_file_is_one_line_exit_2_in_dry_run_too(tmp_path):
+    path = tmp_path / "g.yaml"
+    path.write_text(BASE)
+    results = tmp_path / "res"
+    results.mkdir()
+    (results / "results.parquet").write_bytes(b"not a parquet file")
+    proc = subprocess.run([sys.executable, "run_matrix.py", "--grid", str(path), "--dry-run", "--results",
+                           str(results)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "results.parquet" in proc.stderr
+    report = subprocess.run([sys.executable, "-m", "bench.report", str(results)], cwd=ROOT, capture_output=True,
+                            text=True)
+    assert report.returncode == 2 and "Traceback" not in report.stderr and "results.parquet" in report.stderr

@@ -97,3 +97,25 @@ def test_finished_runs_remove_their_checkpoint_and_timeouts_are_per_epoch(tmp_pa
     assert not checkpoint_path(tmp_path / "r", cell.cell_id).parent.exists()
     assert cell_timeout_s(cell) == 120.0
     assert cell_timeout_s(dataclasses.replace(cell, settings=cell.settings.replace(epochs=None))) == 60.0
+
+
+def test_rank_method_training_run_checkpoints_its_optimizer_and_resumes(tmp_path):
+    """DDP trains in rank processes, one job per epoch: its Adam state comes back and is checkpointed."""
+    import torch
+
+    from bench.cell.checkpoint import load_checkpoint
+    from data import get_spec
+    from methods import MethodConfig, create_method
+    from models.build import build_model
+
+    settings = {**SETTINGS, "epochs": 1, "views": 1, "augment": "none", "lr_schedule": "constant"}
+    cell = Cell(grid="t", method="ddp", model="convnet", dataset="cifar10@synthetic", batch_size=8, devices=1,
+                trial=0, settings=CellSettings(**settings))
+    row = run_cell(cell, None, tmp_path / "r")
+    assert row.status == "ok", row.error
+    fresh = create_method("ddp", build_model("convnet", get_spec("cifar10@synthetic")), MethodConfig())
+    run = load_checkpoint(checkpoint_path(tmp_path / "r", cell.cell_id), fresh, [])
+    assert run is not None and run.epoch == 1
+    steps = {int(s["step"]) for s in fresh.optimizer_state().values()}
+    assert steps == {row.steps_per_epoch}  # one Adam step per batch of the epoch, restored into a new method
+    assert all(torch.isfinite(p).all() for p in fresh.model.parameters())

@@ -310,6 +310,14 @@ def load_grid(name_or_path: str, overrides: Iterable[str] = (), check: bool = Tr
         rule_settings, errors = settings_problems(merged, f"include[{i}].settings")
         problems += [f"{where}: {line}" for line in errors]
         include_settings.append(rule_settings)
+    for i, rule in enumerate(raw.get("include") or [] if rules_ok else []):
+        given = {a: rule[a] for a in AXES if a in rule and not (a == "trial" and isinstance(rule[a], int))}
+        if given:  # an include rule's axis values get the axes' own checks
+            try:
+                _Axes.model_validate({**{a: ["x"] if a in ("method", "model", "dataset") else [1] for a in AXES},
+                                      **given})
+            except ValidationError as exc:
+                problems += [f"{where}: {line}" for line in format_validation_error(exc, f"include[{i}]")]
     if problems or axes is None or settings is None:
         raise GridError(problems)
 

@@ -238,7 +238,13 @@ def main(argv: list[str]) -> int:
         print(f"error: no results in {results_dir} (results.parquet not found); "
               f"run `python run_matrix.py --grid NAME` first", file=sys.stderr)
         return 2
-    print(write_report(results_dir))
+    from bench.store.layout import StoreError
+
+    try:
+        print(write_report(results_dir))
+    except StoreError as exc:  # a corrupt results file: its name and what to do, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

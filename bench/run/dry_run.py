@@ -19,26 +19,37 @@ def _configuration(cell_or_row: dict) -> tuple:
     return tuple(str(cell_or_row[k]) for k in ("method", "model", "dataset", "batch_size", "devices", "settings_json"))
 
 
-def dry_run_text(cells: Iterable[Cell], results_dir: Path) -> str:
-    """One line per cell (id, label, done or estimated time), then a summary line."""
+def dry_run_text(cells: Iterable[Cell], results_dir: Path, retry: str = "timeout") -> str:
+    """One line per cell (id, label, done or estimated time), then a summary line.
+
+    "done" means a run with the same `--retry` would not start the cell again.
+    """
     import json
 
-    from bench.store.parquet import read_results
+    from bench.run.retry import cells_to_run
+    from bench.store.parquet import read_history
 
     cells = list(cells)
-    frame = read_results(results_dir) if Path(results_dir).exists() else None
-    done: set[str] = set()
+    history = read_history(results_dir) if Path(results_dir).exists() else None
     seconds: dict[tuple, list[float]] = {}
-    if frame is not None and not frame.empty:
-        ok = frame[frame["status"] == "ok"]
-        done = set(ok["cell_id"])
-        for row in ok.to_dict("records"):
+    status: dict[str, str] = {}
+    if history is None or history.empty:
+        done: set[str] = set()
+    else:
+        from bench.store.read import latest_attempts
+
+        status = dict(zip(*latest_attempts(history)[["cell_id", "status"]].to_dict("list").values()))
+        will_run = {cell.cell_id for cell, _ in cells_to_run(cells, history, retry)}
+        done = {cell.cell_id for cell in cells} - will_run
+        for row in history[history["status"] == "ok"].to_dict("records"):
             if row.get("duration_s") is not None:
                 seconds.setdefault(_configuration(row), []).append(float(row["duration_s"]))
     lines, estimate, unknown = [], 0.0, 0
     for cell in cells:
         if cell.cell_id in done:
-            lines.append(f"{cell.cell_id}  {cell.label}  done")
+            latest = status.get(cell.cell_id, "ok")
+            lines.append(f"{cell.cell_id}  {cell.label}  " + ("done" if latest == "ok" else
+                         f"{latest} last time; not retried with --retry {retry}"))
             continue
         if not seconds:  # nothing measured yet: no estimate to look up
             unknown += 1

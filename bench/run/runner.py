@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Callable, Optional
 
 from tqdm import tqdm
 
 from bench.grid import Cell, Grid
-from bench.run.cell_process import cell_env as _thread_env  # noqa: F401 - old name, kept for callers
 from bench.run.cell_process import run_cell_subprocess
 from bench.run.launchers import LaunchContext, Launcher, LocalLauncher
 from bench.run.retry import DEFAULT_RETRY, cells_to_run
@@ -25,7 +24,7 @@ from bench.store.curves import compact_curves
 from bench.store.read import latest_attempts, read_history
 from bench.store.row import ResultRow
 
-__all__ = ["run_grid", "select_cells", "RunSummary", "CellFailure", "run_cell_subprocess"]
+__all__ = ["run_grid", "RunSummary", "CellFailure", "run_cell_subprocess"]
 
 
 @dataclass
@@ -55,18 +54,6 @@ class RunSummary:
 
     def failure_text(self) -> str:
         return "\n".join(f"  {f}" for f in self.failures)
-
-
-def select_cells(cells: Iterable[Cell], only: Iterable[str]) -> list[Cell]:
-    """Keep cells matching every `key=value` filter (or a cell-id prefix)."""
-    cells = list(cells)
-    for rule in only:
-        if "=" in rule:
-            key, value = rule.split("=", 1)
-            cells = [c for c in cells if str(getattr(c, key, None)) == value]
-        else:
-            cells = [c for c in cells if c.cell_id.startswith(rule)]
-    return cells
 
 
 def _failures(cells: list[Cell], results_dir: Path) -> list[CellFailure]:
