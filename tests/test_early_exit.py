@@ -30,7 +30,7 @@ def test_stage_gradient_is_that_of_its_own_exit_cross_entropy():
         h = h.detach()
         out = stage(h)
         loss = F.cross_entropy(classifier(out.flatten(1)), y)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         expected.append(torch.autograd.grad(loss, list(stage.parameters()) + list(classifier.parameters())))
         h = out
     total = method.train_step(x, y)
