@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from bench.cell.checkpoint import checkpoint_path
@@ -119,3 +120,13 @@ def test_rank_method_training_run_checkpoints_its_optimizer_and_resumes(tmp_path
     steps = {int(s["step"]) for s in fresh.optimizer_state().values()}
     assert steps == {row.steps_per_epoch}  # one Adam step per batch of the epoch, restored into a new method
     assert all(torch.isfinite(p).all() for p in fresh.model.parameters())
+
+
+def test_an_epoch_past_timeout_s_ends_the_run_as_a_timeout(tmp_path):
+    """timeout_s limits each epoch of a training run (a watchdog in the cell), not the whole run."""
+    from bench.cell.watchdog import EpochTimeout
+
+    cell = Cell(grid="t", method="bp", model="convnet", dataset="cifar10@synthetic", batch_size=8, devices=1,
+                trial=0, settings=CellSettings(**{**SETTINGS, "epochs": 50, "timeout_s": 0.05}))
+    with pytest.raises(EpochTimeout, match="exceeded the per-epoch timeout"):
+        run_cell(cell, None, tmp_path / "r")

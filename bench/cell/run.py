@@ -31,6 +31,7 @@ from bench.cell.model_selection import SelectionCurve, segment_lengths
 from bench.cell.provenance import provenance
 from bench.cell.timing import StepStats, step_stats
 from bench.cell.training_memory import training_memory_bytes
+from bench.cell.watchdog import EpochTimeout
 from bench.execution.choice import choose_executor, run_training
 from bench.execution.devices import DeviceSet, resolve_devices
 from bench.execution.placement import choose_balance, stage_devices
@@ -353,6 +354,8 @@ def main(argv: list[str]) -> int:
         row = run_cell(cell, data_root, results_dir)
     except NonFiniteLossError as exc:
         row = failed_row(cell, "nan", str(exc), time.perf_counter() - start)
+    except EpochTimeout as exc:  # a training run's epoch ran past timeout_s; a rerun resumes from its checkpoint
+        row = failed_row(cell, "timeout", str(exc), time.perf_counter() - start)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a status row
         row = failed_row(cell, "failed", f"{type(exc).__name__}: {exc}", time.perf_counter() - start)
         import traceback

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Iterator, Optional
 from bench.cell.checkpoint import RunState, checkpoint_path, load_checkpoint, remove_checkpoint, save_checkpoint
 from bench.cell.evaluation import ExitReport, accuracy, evaluate_exits
 from bench.cell.model_selection import SelectionCurve
+from bench.cell.watchdog import EpochWatchdog
 from bench.execution.choice import run_training
 from bench.execution.devices import synchronize
 from bench.store.curves import CurveRow, append_curve
@@ -119,47 +120,49 @@ def run_epochs(cell, placed, data, results_dir: Optional[Path]) -> TrainingRun:
     ranks = method.execution is Execution.RANKS
     exits: Optional[ExitReport] = None
     test_acc, eval_samples = (run.curve[-1]["test_acc"], 0) if run.curve else (0.0, 0)
-    for epoch in range(run.epoch + 1, epochs + 1):
-        if ranks and s.lr_schedule == "cosine":  # ranks build their optimizers from the config
-            method.config.lr = cosine_lr(epoch, epochs, s.lr, s.lr_min)
-        lr = current_lr(method_optimizers(method), method.config.lr)
-        feed = TimedFeed(stream.epoch(epoch))
-        synchronize(devices)
-        start = time.perf_counter()
-        record = run_training(method, feed, devices, placed.balance, warmup_steps=0, queue_depth=s.queue_depth,
-                              timeout_s=s.timeout_s, executor=s.executor)
-        synchronize(devices)
-        epoch_s = time.perf_counter() - start
-        optimizers = method_optimizers(method)
-        if s.lr_schedule == "cosine" and len(schedulers) < len(optimizers):  # built lazily in the first step
-            schedulers = make_schedulers(optimizers, s.lr_schedule, epochs, s.lr_min)
-        for scheduler in schedulers:
-            scheduler.step()
-        samples = feed.samples
-        run.epoch, run.wall_s = epoch, run.wall_s + epoch_s
-        run.epoch_times_s.append(epoch_s)
-        run.data_wait_s.append(feed.wait_s)
-        run.samples += samples
-        run.last_loss = record.losses[-1]
-        row = CurveRow(
-            cell_id=cell.cell_id, grid=cell.grid, method=cell.method, model=cell.model, dataset=cell.dataset,
-            batch_size=cell.batch_size, devices=cell.devices, trial=cell.trial, epoch=epoch, wall_s=run.wall_s,
-            epoch_time_s=epoch_s, data_wait_s=feed.wait_s, samples_per_s=samples / epoch_s,
-            train_loss=_mean(record.losses), stage_losses=[_mean(k) for k in record.stage_losses], lr=lr,
-        )
-        if epoch % s.eval_every == 0 or epoch == epochs:
-            test_acc, eval_samples = accuracy(method, data.test_batches)
-            if eval_samples == 0:
-                raise ValueError("evaluation saw 0 test samples: the test split is empty")
-            val_acc = accuracy(method, data.val_batches)[0] if data.val_batches else None
-            exits = evaluate_exits(method, data.test_batches)
-            row.test_acc, row.val_acc = test_acc, val_acc
-            row.exit_acc = list(exits.exit_acc) if exits is not None else []
-            selection.add(epoch * steps_per_epoch, test_acc, val_acc)
-        run.curve.append(row.to_dict())
-        run.selection = vars(selection).copy()
-        if ckpt is not None and (epoch % s.checkpoint_every == 0 or epoch == epochs):
-            save_checkpoint(ckpt, method, schedulers, run)
+    with EpochWatchdog(s.timeout_s) as watchdog:
+        for epoch in range(run.epoch + 1, epochs + 1):
+            watchdog.arm(epoch)
+            if ranks and s.lr_schedule == "cosine":  # ranks build their optimizers from the config
+                method.config.lr = cosine_lr(epoch, epochs, s.lr, s.lr_min)
+            lr = current_lr(method_optimizers(method), method.config.lr)
+            feed = TimedFeed(stream.epoch(epoch))
+            synchronize(devices)
+            start = time.perf_counter()
+            record = run_training(method, feed, devices, placed.balance, warmup_steps=0, queue_depth=s.queue_depth,
+                                  timeout_s=s.timeout_s, executor=s.executor)
+            synchronize(devices)
+            epoch_s = time.perf_counter() - start
+            optimizers = method_optimizers(method)
+            if s.lr_schedule == "cosine" and len(schedulers) < len(optimizers):  # built lazily in the first step
+                schedulers = make_schedulers(optimizers, s.lr_schedule, epochs, s.lr_min)
+            for scheduler in schedulers:
+                scheduler.step()
+            samples = feed.samples
+            run.epoch, run.wall_s = epoch, run.wall_s + epoch_s
+            run.epoch_times_s.append(epoch_s)
+            run.data_wait_s.append(feed.wait_s)
+            run.samples += samples
+            run.last_loss = record.losses[-1]
+            row = CurveRow(
+                cell_id=cell.cell_id, grid=cell.grid, method=cell.method, model=cell.model, dataset=cell.dataset,
+                batch_size=cell.batch_size, devices=cell.devices, trial=cell.trial, epoch=epoch, wall_s=run.wall_s,
+                epoch_time_s=epoch_s, data_wait_s=feed.wait_s, samples_per_s=samples / epoch_s,
+                train_loss=_mean(record.losses), stage_losses=[_mean(k) for k in record.stage_losses], lr=lr,
+            )
+            if epoch % s.eval_every == 0 or epoch == epochs:
+                test_acc, eval_samples = accuracy(method, data.test_batches)
+                if eval_samples == 0:
+                    raise ValueError("evaluation saw 0 test samples: the test split is empty")
+                val_acc = accuracy(method, data.val_batches)[0] if data.val_batches else None
+                exits = evaluate_exits(method, data.test_batches)
+                row.test_acc, row.val_acc = test_acc, val_acc
+                row.exit_acc = list(exits.exit_acc) if exits is not None else []
+                selection.add(epoch * steps_per_epoch, test_acc, val_acc)
+            run.curve.append(row.to_dict())
+            run.selection = vars(selection).copy()
+            if ckpt is not None and (epoch % s.checkpoint_every == 0 or epoch == epochs):
+                save_checkpoint(ckpt, method, schedulers, run)
     stream.close()
     if exits is None and run.curve:  # resumed after the last epoch: evaluate again (same numbers)
         test_acc, eval_samples = accuracy(method, data.test_batches)

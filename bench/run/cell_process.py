@@ -31,8 +31,9 @@ def cell_env(cell: Cell) -> dict:
 def cell_timeout_s(cell: Cell) -> float:
     """The limit on the cell's process: `timeout_s`, or per epoch for a training run.
 
-    A training run gets timeout_s x (epochs + 1): one share per epoch and one for
-    loading, building and the final evaluation.  A resumed run gets the whole limit again.
+    A training run's epochs are each limited inside the cell (bench/cell/watchdog.py);
+    this backstop on the whole process is timeout_s x (epochs + 1): one share per
+    epoch and one for loading, building and the final evaluation.
     """
     s = cell.settings
     return s.timeout_s * (s.epochs + 1) if s.epochs is not None else s.timeout_s
