@@ -22,7 +22,7 @@ from bench.grid.settings import format_validation_error
 from models.build import build_model
 from models.description import ModelDescription, describe_model
 
-__all__ = ["cell_problems", "model_description"]
+__all__ = ["cell_problems"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -45,19 +45,8 @@ def _model_facts(model: str, dataset: str, kwargs_json: str) -> tuple[Optional[M
     return description, None
 
 
-def model_description(cell: Cell) -> ModelDescription:
-    """The description of the cell's model (raises ValueError when it cannot be built)."""
-    description, error = _model_facts(cell.model, cell.dataset, json.dumps(cell.settings.model_kwargs, sort_keys=True))
-    if description is None:
-        raise ValueError(error)
-    return description
-
-
 def _option_path(cell: Cell) -> str:
-    from methods import list_methods
-
-    opts = cell.settings.method_options
-    per_method = bool(opts) and all(k in list_methods() and isinstance(v, dict) for k, v in opts.items())
+    per_method = cell.settings.options_per_method()
     return f"settings.method_options.{cell.method}" if per_method else "settings.method_options"
 
 

@@ -139,21 +139,22 @@ class CellSettings(BaseModel):
     count_train_memory: bool = Field(True, description="count saved activations + parameters + optimizer state per stage")
     profile: Optional[ProfileSchedule] = Field(None, description="{wait, warmup, active}: a profiled run after the timed one (docs/PROFILING.md)")
 
-    def options_for(self, method: str, known_methods: Optional[list[str]] = None) -> dict:
-        """The `method_options` that apply to `method` (see the field's comment).
-
-        Per-method form when every key is a method name mapping to a dict.
-        """
+    def options_per_method(self, known_methods: Optional[list[str]] = None) -> bool:
+        """Whether `method_options` is in the per-method form: every key a method name mapping to a dict."""
         opts = self.method_options
         if not opts:
-            return {}
+            return False
         if known_methods is None:
             from methods import list_methods  # imports (registers) every method
 
             known_methods = list_methods()
-        if opts and all(key in known_methods and isinstance(v, dict) for key, v in opts.items()):
-            return dict(opts.get(method, {}))
-        return dict(opts)
+        return all(key in known_methods and isinstance(v, dict) for key, v in opts.items())
+
+    def options_for(self, method: str, known_methods: Optional[list[str]] = None) -> dict:
+        """The `method_options` that apply to `method` (see the field's comment)."""
+        if self.options_per_method(known_methods):
+            return dict(self.method_options.get(method, {}))
+        return dict(self.method_options)
 
     def replace(self, **changes: Any) -> "CellSettings":
         """A validated copy with `changes` (unlike `model_copy`, which does not validate)."""
