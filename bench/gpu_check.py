@@ -170,7 +170,7 @@ def _nccl_rank(rank, world, device):
 def check_nccl(gpus: int) -> list[str]:
     """Every rank of `run_ranks` on CUDA: NCCL backend, its own GPU as the current device, a working all-reduce."""
     from bench.execution import resolve_devices
-    from bench.execution.processes import run_ranks
+    from bench.execution.ranks import run_ranks
 
     problems = []
     results = run_ranks(_nccl_rank, resolve_devices(gpus, "cuda", 1), timeout_s=300)

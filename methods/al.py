@@ -88,6 +88,10 @@ class ALOptions(MethodOptions):
 
 @register_method("al")
 class AL(DecoupledMethod):
+    display_name = "AL"
+    paper_order = 20
+    report_order = 70
+    colour = "tab:gray"
     Options = ALOptions
     options: ALOptions
 

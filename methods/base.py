@@ -131,6 +131,15 @@ class StageStep(nn.Module):
             self.optimizer.step()
         return detach_payload(out), loss.detach()
 
+    def extra_state(self) -> dict:
+        """This stage's training state beyond parameters, buffers and optimizer ({} here; see DASCPL's)."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Restore what `extra_state` returned."""
+        if state:
+            raise ValueError(f"{type(self).__name__} has no extra state to load, got {sorted(state)}")
+
     def accept(self, x: Payload, y: torch.Tensor, chunk: int, chunks: int) -> tuple[Payload, Optional[torch.Tensor]]:
         """Executor entry point: micro-batch `chunk` of `chunks` of one batch (see `Method.micro_batches`).
 
@@ -148,12 +157,27 @@ class Method(ABC):
     Subclasses set `execution`, `min_batch_size` and `Options`, build their modules
     from a `StagedModel` in `__init__`, and implement `train_step` (coupled
     methods) or `stage_steps` (decoupled ones; `train_step` then runs them in order).
+    Everything else the harness needs is declared here too, so the runner, the
+    checkpoints and the report never spell a method's name: how the report names,
+    orders and colours it (`display_name`, `paper_order`, `report_order`, `colour`,
+    `bp_gradient`), its optimizers (`optimizers`), state beyond its parameters
+    (`extra_state`), and options only the harness can fill (`harness_options`).
+    Methods with `execution` RANKS implement `methods.rank_method.RankMethod`.
     """
 
     name: ClassVar[str] = ""
     execution: ClassVar[Execution] = Execution.COUPLED
     min_batch_size: ClassVar[int] = 1
     Options: ClassVar[type[MethodOptions]] = MethodOptions  # the `method_options` it accepts
+
+    # What the report knows about the method, declared here so no report module spells a method's name.
+    display_name: ClassVar[str] = ""  # how tables and figures name it ("SCPL + GPipe"); "" = its registered name
+    paper_order: ClassVar[int] = 100  # its row in the accuracy tables, as the paper orders them (lower first)
+    report_order: ClassVar[int] = 100  # its row in the speed and time-to-accuracy tables (lower first)
+    # True: trains with BP's gradient, only scheduled differently (BP, GPipe, DDP), so its accuracy is
+    # never bolded as the best local method's
+    bp_gradient: ClassVar[bool] = False
+    colour: ClassVar[str | None] = None  # matplotlib colour in every figure; None = one from a fallback palette
     # Micro-batches per batch an executor feeds each stage step (SCPL + GPipe: its `chunks`);
     # 1 = whole batches.  An instance attribute when it depends on the options.
     micro_batches: int = 1
@@ -184,10 +208,45 @@ class Method(ABC):
         """
         return None
 
+    @classmethod
+    def harness_options(cls, options: dict, *, steps_per_epoch: int) -> dict:
+        """`options` completed with what only the harness knows (DASCPL: the batches per epoch).
+
+        Called by the cell before building the method; the default adds nothing.
+        """
+        return options
+
     @property
     def decoupled(self) -> bool:
         """Whether training is made of independent stage steps (`execution` is DECOUPLED)."""
         return self.execution is Execution.DECOUPLED
+
+    # -- state a training run carries between epochs ---------------------------
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """Every optimizer, in stage order: what lr schedulers step and checkpoints save.
+
+        A decoupled method's are its stage steps'; a coupled method declares its own
+        (empty while a lazily built one does not exist yet).
+        """
+        if self.decoupled:
+            return [step.optimizer for step in self.stage_steps()]
+        raise NotImplementedError(f"{type(self).__name__} is coupled: it must declare optimizers()")
+
+    def extra_state(self) -> dict:
+        """Training state that is neither a parameter, a buffer nor an optimizer's, for a checkpoint.
+
+        By default each stage step's (`StageStep.extra_state`, e.g. DASCPL's
+        accumulation clock), keyed by stage index; {} when there is none.
+        """
+        steps = self.stage_steps() if self.decoupled else []
+        stages = {step.index: state for step in steps if (state := step.extra_state())}
+        return {"stages": stages} if stages else {}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Restore what `extra_state` returned, into a method built the same way."""
+        steps = {step.index: step for step in (self.stage_steps() if self.decoupled else [])}
+        for index, stage_state in state.get("stages", {}).items():
+            steps[index].load_extra_state(stage_state)
 
     # -- training -------------------------------------------------------------
     def stage_steps(self) -> list[StageStep]:

@@ -23,10 +23,19 @@ __all__ = ["BP"]
 
 @register_method("bp")
 class BP(Method):
+    display_name = "BP"
+    paper_order = 0
+    report_order = 0
+    colour = "tab:blue"
+    bp_gradient = True
+
     def __init__(self, model: StagedModel, config: MethodConfig) -> None:
         super().__init__(model, config)
         self.optimizer = make_optimizer(list(model.parameters()), config)
         self.stage_devices = [torch.device("cpu")] * model.num_stages
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.optimizer]
 
     def place(self, stage_devices: Sequence[torch.device], balance: Sequence[int] | None = None) -> None:
         self.stage_devices = [torch.device(d) for d in stage_devices]

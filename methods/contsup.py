@@ -184,6 +184,10 @@ class ContSupOptions(MethodOptions):
 
 @register_method("contsup")
 class ContSup(DecoupledMethod):
+    display_name = "ContSup"
+    paper_order = 50
+    report_order = 90
+    colour = "tab:cyan"
     Options = ContSupOptions
     options: ContSupOptions
 

@@ -77,6 +77,12 @@ class AccumulatingStageStep(StageStep):
         self.schedule = schedule
         self.calls = 0  # batches seen: the schedule's clock
 
+    def extra_state(self) -> dict:
+        return {"calls": self.calls}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.calls = int(state["calls"])
+
     def forward(self, x: Payload, y: torch.Tensor) -> tuple[Payload, torch.Tensor]:
         mode = self.schedule(self.calls) if self.schedule else "train"
         self.calls += 1
@@ -95,11 +101,16 @@ class DASCPLOptions(MethodOptions):
     trigger_steps: Optional[list[int]] = Field(None, description="one trigger (batch index) per later stage")
     trigger_epochs: Optional[list[int]] = Field(None, description="one trigger (epoch) per later stage")
     accumulation: Literal["forward", "reverse"] = "forward"
-    steps_per_epoch: Optional[int] = Field(None, ge=1, description="set by the harness for trigger_epochs")
+    steps_per_epoch: Optional[int] = Field(None, ge=1, description="set by the cell for trigger_epochs "
+                                                                    "(`harness_options`)")
 
 
 @register_method("dascpl")
 class DASCPL(ExitsMixin, DecoupledMethod):
+    display_name = "DASCPL"
+    paper_order = 40
+    report_order = 60
+    colour = "tab:pink"
     min_batch_size = 2
     Options = DASCPLOptions
     options: DASCPLOptions
@@ -119,7 +130,8 @@ class DASCPL(ExitsMixin, DecoupledMethod):
         triggers = opts.trigger_steps
         if opts.trigger_epochs is not None:
             if not opts.steps_per_epoch:
-                raise ValueError("trigger_epochs needs steps_per_epoch (the runner sets it)")
+                raise ValueError("trigger_epochs needs steps_per_epoch (a cell sets it through harness_options; "
+                                 "a method built by hand passes it in method_options)")
             triggers = [e * opts.steps_per_epoch for e in opts.trigger_epochs]
         schedules = accumulation_schedules(model.num_stages, triggers, opts.accumulation)
         self.steps = [
@@ -129,6 +141,13 @@ class DASCPL(ExitsMixin, DecoupledMethod):
             )
             for k, (stage, schedule) in enumerate(zip(model.stages, schedules))
         ]
+
+    @classmethod
+    def harness_options(cls, options: dict, *, steps_per_epoch: int) -> dict:
+        """Epoch triggers count batches of the split actually trained on, which only the cell knows."""
+        if options.get("trigger_epochs") is None:
+            return options
+        return {**options, "steps_per_epoch": steps_per_epoch}
 
     @classmethod
     def incompatibility(cls, *, model, batch_size, devices, options):

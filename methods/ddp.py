@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import record_function
 
 from .base import MethodConfig, make_optimizer
-from .process_method import ProcessMethod, load_optimizer_state, optimizer_state_by_name, timed_loop
+from .rank_method import RankMethod, load_optimizer_state, optimizer_state_by_name, timed_loop
 from .registry import register_method
 
 __all__ = ["DDP", "ddp_rank"]
@@ -51,7 +51,13 @@ def ddp_rank(rank, world, device, model, batches, config: MethodConfig, optimize
 
 
 @register_method("ddp")
-class DDP(ProcessMethod):
+class DDP(RankMethod):
+    display_name = "DDP"
+    paper_order = 90
+    report_order = 10
+    colour = "tab:purple"
+    bp_gradient = True
+
     @classmethod
     def incompatibility(cls, *, model, batch_size, devices, options):
         if batch_size % devices:
@@ -59,4 +65,4 @@ class DDP(ProcessMethod):
         return None
 
     def rank_job(self, batches, balance, warmup_steps):
-        return ddp_rank, (self.model, batches, self.config, self.optimizer_state())
+        return ddp_rank, (self.model, batches, self.rank_config(), self.optimizer_state())

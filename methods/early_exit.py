@@ -41,6 +41,10 @@ class EarlyExitOptions(MethodOptions):
 
 @register_method("early_exit")
 class EarlyExit(ExitsMixin, DecoupledMethod):
+    display_name = "Early Exit"
+    paper_order = 10
+    report_order = 80
+    colour = "tab:olive"
     Options = EarlyExitOptions
     options: EarlyExitOptions
 

@@ -40,9 +40,6 @@ from .sequential_net import as_pipeline
 
 __all__ = ["GPipeTorchgpipe", "allow_outputs_without_grad"]
 
-CHECKPOINT_MODES = ("always", "except_last", "never")
-
-
 def _checkpoint_backward(ctx, *grad_output: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
     """torchgpipe 0.0.7's `Checkpoint.backward`, handing autograd only the outputs that need a gradient.
 
@@ -74,22 +71,22 @@ class GPipeOptions(MethodOptions):
 
 @register_method("gpipe")
 class GPipeTorchgpipe(Method):
+    display_name = "GPipe"
+    paper_order = 70
+    report_order = 20
+    colour = "tab:green"
+    bp_gradient = True
     Options = GPipeOptions
+    options: GPipeOptions
 
     def __init__(self, model, config: MethodConfig) -> None:
         super().__init__(model, config)
-        opts = config.options
-        self.chunks = int(opts.get("chunks", 4))
-        self.checkpoint = opts.get("checkpoint", "except_last")
-        if self.checkpoint not in CHECKPOINT_MODES:
-            raise ValueError(f"gpipe: checkpoint {self.checkpoint!r} unknown; choose one of {CHECKPOINT_MODES}")
-        self.deferred_batch_norm = bool(opts.get("deferred_batch_norm", False))
         self.pipe: Any = None  # a torchgpipe.GPipe once placed
         self.optimizer: Any = None
 
     @classmethod
     def incompatibility(cls, *, model, batch_size, devices, options):
-        chunks = int(options.get("chunks", 4))
+        chunks = cls.Options.model_validate(options).chunks
         if batch_size % chunks:
             return f"batch_size {batch_size} must be a multiple of chunks {chunks} (equal micro-batches)"
         return None
@@ -106,10 +103,14 @@ class GPipeTorchgpipe(Method):
         balance = list(balance)
         balance[-1] += 1  # the head layer
         self.pipe = GPipe(
-            as_pipeline(self.model), balance=balance, devices=devices, chunks=self.chunks,
-            checkpoint=self.checkpoint, deferred_batch_norm=self.deferred_batch_norm,
+            as_pipeline(self.model), balance=balance, devices=devices, chunks=self.options.chunks,
+            checkpoint=self.options.checkpoint, deferred_batch_norm=self.options.deferred_batch_norm,
         )
         self.optimizer = make_optimizer(self.pipe.parameters(), self.config)
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The one optimizer, built by `place` with the pipe (none before)."""
+        return [self.optimizer] if self.optimizer is not None else []
 
     def __deepcopy__(self, memo: dict) -> "GPipeTorchgpipe":
         """A copy with its own, empty, stream cache (see the module docstring); all else copied as usual."""

@@ -27,13 +27,11 @@ from pydantic import Field
 from torch.profiler import record_function
 
 from .base import MethodConfig, MethodOptions, make_optimizer
-from .process_method import ProcessMethod, load_optimizer_state, optimizer_state_by_name, timed_loop
+from .rank_method import RankMethod, load_optimizer_state, optimizer_state_by_name, timed_loop
 from .registry import register_method
 from .sequential_net import PipelineSequential, as_pipeline
 
 __all__ = ["GPipeDistributed", "pipeline_rank"]
-
-SCHEDULES = ("gpipe", "1f1b")
 
 
 class ContiguousGrad(torch.autograd.Function):
@@ -116,23 +114,23 @@ class GPipeDistOptions(MethodOptions):
 
 
 @register_method("gpipe_dist")
-class GPipeDistributed(ProcessMethod):
+class GPipeDistributed(RankMethod):
+    display_name = "GPipe (distributed)"
+    paper_order = 80
+    report_order = 30
+    colour = "tab:red"
+    bp_gradient = True
     Options = GPipeDistOptions
-
-    def __init__(self, model, config: MethodConfig) -> None:
-        super().__init__(model, config)
-        self.chunks = int(config.options.get("chunks", 4))
-        self.schedule = config.options.get("schedule", "gpipe")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"gpipe_dist: schedule {self.schedule!r} unknown; choose one of {SCHEDULES}")
+    options: GPipeDistOptions
 
     @classmethod
     def incompatibility(cls, *, model, batch_size, devices, options):
-        chunks = int(options.get("chunks", 4))
+        chunks = cls.Options.model_validate(options).chunks
         if batch_size % chunks:
             return f"batch_size {batch_size} must be a multiple of chunks {chunks} (equal micro-batches)"
         return None
 
     def rank_job(self, batches, balance, warmup_steps):
-        return pipeline_rank, (self.model, list(balance), batches, self.config, self.chunks, self.schedule,
+        return pipeline_rank, (self.model, list(balance), batches, self.rank_config(), self.options.chunks,
+                               self.options.schedule,
                                self.optimizer_state())

@@ -23,6 +23,8 @@ def register_method(name: str) -> Callable[[T], T]:
         if name in _METHODS:
             raise ValueError(f"method {name!r} registered twice")
         setattr(cls, "name", name)  # a ClassVar set on the class itself
+        if "display_name" not in vars(cls):  # not inherited: SCPL + GPipe is no "SCPL"
+            setattr(cls, "display_name", name)
         _METHODS[name] = cls
         return cls
 

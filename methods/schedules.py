@@ -1,8 +1,8 @@
 """Learning-rate schedules of a training run, one scheduler per optimizer of a method.
 
 Why per optimizer: a decoupled method has one optimizer per stage (each
-`StageStep.optimizer`), a coupled one a single `method.optimizer`; the
-reference trains every stage with the same schedule, so every optimizer gets
+`StageStep.optimizer`), a coupled one a single one (`Method.optimizers` lists
+them; a rank method's ranks start each epoch from its lr); the reference trains every stage with the same schedule, so every optimizer gets
 its own scheduler of the same kind.  The references step
 `torch.optim.lr_scheduler.CosineAnnealingLR(T_max=epochs, eta_min=lr_min)` once
 per *epoch* (after the epoch's batches), so epoch e (1-based) of E trains at
@@ -19,18 +19,10 @@ from typing import Literal
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler
 
-__all__ = ["SCHEDULES", "method_optimizers", "make_schedulers", "cosine_lr", "current_lr"]
+__all__ = ["SCHEDULES", "make_schedulers", "cosine_lr", "current_lr"]
 
 SCHEDULES = ("constant", "cosine")
 Schedule = Literal["constant", "cosine"]
-
-
-def method_optimizers(method) -> list[torch.optim.Optimizer]:
-    """Every optimizer of `method`, in stage order (empty while a lazily built one does not exist yet)."""
-    if method.decoupled:
-        return [step.optimizer for step in method.stage_steps()]
-    optimizer = getattr(method, "optimizer", None)
-    return [optimizer] if optimizer is not None else []
 
 
 def make_schedulers(optimizers: list[torch.optim.Optimizer], schedule: Schedule, epochs: int,

@@ -46,6 +46,10 @@ class ContrastiveObjective(nn.Module):
 
 @register_method("scpl")
 class SCPL(DecoupledMethod):
+    display_name = "SCPL"
+    paper_order = 30
+    report_order = 40
+    colour = "tab:orange"
     min_batch_size = 2  # a contrastive loss needs at least one pair
 
     def __init__(self, model: StagedModel, config: MethodConfig) -> None:

@@ -78,6 +78,10 @@ class SCPLGPipeOptions(MethodOptions):
 
 @register_method("scpl_gpipe")
 class SCPLGPipe(SCPL):
+    display_name = "SCPL + GPipe"
+    paper_order = 60
+    report_order = 50
+    colour = "tab:brown"
     Options = SCPLGPipeOptions
     options: SCPLGPipeOptions
 
@@ -88,7 +92,7 @@ class SCPLGPipe(SCPL):
 
     @classmethod
     def incompatibility(cls, *, model, batch_size, devices, options):
-        chunks = int(options.get("chunks", 4))
+        chunks = cls.Options.model_validate(options).chunks
         if batch_size % chunks or batch_size // chunks < 1:
             return f"batch_size {batch_size} must be a multiple of chunks {chunks}"
         return None

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bench.execution import resolve_devices, stage_devices
-from bench.execution.processes import record_from_ranks, run_ranks
+from bench.execution.ranks import record_from_ranks, run_ranks
 from data import load_dataset
 from methods import MethodConfig, create_method, method_class
 from models import create_model

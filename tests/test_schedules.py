@@ -6,7 +6,7 @@ import torch
 
 from data import get_spec
 from methods import MethodConfig, create_method
-from methods.schedules import cosine_lr, make_schedulers, method_optimizers
+from methods.schedules import cosine_lr, make_schedulers
 from models.build import build_model
 
 # no optimizer step in these tests: torch warns that the scheduler stepped first
@@ -48,9 +48,9 @@ def test_every_stage_optimizer_and_the_coupled_one_get_a_scheduler():
     spec = get_spec("cifar10@synthetic")
     scpl = create_method("scpl", build_model("convnet", spec), MethodConfig(projector="i"))
     bp = create_method("bp", build_model("convnet", spec), MethodConfig())
-    assert len(method_optimizers(scpl)) == scpl.model.num_stages
-    assert method_optimizers(bp) == [bp.optimizer]
-    schedulers = make_schedulers(method_optimizers(scpl), "cosine", 4, 0.0)
+    assert len(scpl.optimizers()) == scpl.model.num_stages
+    assert bp.optimizers() == [bp.optimizer]
+    schedulers = make_schedulers(scpl.optimizers(), "cosine", 4, 0.0)
     for s in schedulers:
         s.step()
-    assert [o.param_groups[0]["lr"] for o in method_optimizers(scpl)] == [pytest.approx(cosine_lr(2, 4, 1e-3))] * 4
+    assert [o.param_groups[0]["lr"] for o in scpl.optimizers()] == [pytest.approx(cosine_lr(2, 4, 1e-3))] * 4

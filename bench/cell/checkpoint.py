@@ -3,9 +3,9 @@
 Why these contents: a run resumed from epoch e must end with the parameters,
 losses and curve of the uninterrupted run, bit for bit on CPU.  Parameters and
 buffers alone are not enough: Adam's moments and step counts, the lr
-schedulers' positions, DASCPL's per-stage batch counters (its accumulation
-clock) and the random number generators (dropout, any draw not seeded per
-batch) all carry over from one epoch to the next.  The data order and
+schedulers' positions, the method's `extra_state` (DASCPL's per-stage batch
+counters, its accumulation clock) and the random number generators (dropout,
+any draw not seeded per batch) all carry over from one epoch to the next.  The data order and
 augmentation need nothing: they are functions of (seed, epoch, batch)
 (data/epochs.py).
 
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from bench.store.layout import atomic_write
-from methods.schedules import method_optimizers
+from methods.base import Method
 
 __all__ = ["RunState", "checkpoint_path", "save_checkpoint", "load_checkpoint", "remove_checkpoint",
            "method_state", "restore_method"]
@@ -70,29 +70,31 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def method_state(method, schedulers: list) -> dict:
-    """Parameters, buffers, optimizer and scheduler states, and stage counters of `method`."""
+def method_state(method: Method, schedulers: list) -> dict:
+    """Parameters, buffers, optimizer and scheduler states, and the extra state of `method`."""
     steps = method.stage_steps() if method.decoupled else []
     return {
         "modules": [m.state_dict() for m in method.modules()],
         # the stage steps' own modules (objectives may hold modules outside `modules()`)
         "steps": [s.state_dict() for s in steps],
-        "calls": [getattr(s, "calls", None) for s in steps],  # DASCPL's accumulation clock
-        "optimizers": [o.state_dict() for o in method_optimizers(method)],
+        "extra_state": method.extra_state(),  # e.g. DASCPL's accumulation clock
+        "optimizers": [o.state_dict() for o in method.optimizers()],
         "schedulers": [s.state_dict() for s in schedulers],
     }
 
 
-def restore_method(method, schedulers: list, state: dict) -> None:
+def restore_method(method: Method, schedulers: list, state: dict) -> None:
     """Load `method_state` back into a freshly built, placed method and its schedulers."""
     for module, saved in zip(method.modules(), state["modules"]):
         module.load_state_dict(saved)
     steps = method.stage_steps() if method.decoupled else []
-    for step, saved, calls in zip(steps, state["steps"], state["calls"]):
+    for step, saved in zip(steps, state["steps"]):
         step.load_state_dict(saved)
-        if calls is not None:
-            step.calls = calls
-    optimizers = method_optimizers(method)
+    if "extra_state" not in state:
+        raise RuntimeError("checkpoint has no extra_state: it was written by an older version; delete it to "
+                           "train this cell from the start")
+    method.load_extra_state(state["extra_state"])
+    optimizers = method.optimizers()
     if len(optimizers) != len(state["optimizers"]):
         raise RuntimeError(f"checkpoint has {len(state['optimizers'])} optimizer states, the method "
                            f"{len(optimizers)}: it was written by a different method or version")
@@ -102,14 +104,14 @@ def restore_method(method, schedulers: list, state: dict) -> None:
         scheduler.load_state_dict(saved)
 
 
-def save_checkpoint(path: Path, method, schedulers: list, run: RunState) -> Path:
+def save_checkpoint(path: Path, method: Method, schedulers: list, run: RunState) -> Path:
     """Write the checkpoint of `method` after `run.epoch` epochs, atomically."""
     blob = {"method": method_state(method, schedulers), "run": vars(run).copy(), "rng": _rng_state()}
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write(path, lambda tmp: torch.save(blob, tmp))
 
 
-def load_checkpoint(path: Path, method, schedulers: list) -> Optional[RunState]:
+def load_checkpoint(path: Path, method: Method, schedulers: list) -> Optional[RunState]:
     """Restore `method`, its schedulers and the RNGs from `path`; the run state, or None if there is none."""
     if not path.exists():
         return None

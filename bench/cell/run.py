@@ -214,7 +214,7 @@ def prepare_data(cell: Cell, data_root: Optional[str]) -> CellData:
 
 def build_and_place(cell: Cell, data: CellData, devices: DeviceSet, data_root: Optional[str]) -> PlacedMethod:
     """Build the model and the method, choose the balance, and place the stages on the devices."""
-    from methods import MethodConfig, create_method
+    from methods import MethodConfig, create_method, method_class
 
     s = cell.settings
     model_kwargs = dict(s.model_kwargs)
@@ -222,9 +222,9 @@ def build_and_place(cell: Cell, data: CellData, devices: DeviceSet, data_root: O
     if s.glove:
         model_kwargs["embedding_weights"], coverage = glove_embedding(cell.dataset, data.spec, data_root, cell.seed)
     model = build_model(cell.model, data.spec, **model_kwargs)
-    options = s.options_for(cell.method)
-    if options.get("trigger_epochs") is not None:
-        options["steps_per_epoch"] = data.steps_per_epoch  # of the split actually trained on
+    # what only the cell knows (DASCPL's batches per epoch, of the split actually trained on)
+    options = method_class(cell.method).harness_options(s.options_for(cell.method),
+                                                        steps_per_epoch=data.steps_per_epoch)
     config = MethodConfig(
         lr=s.lr, optimizer=s.optimizer, temperature=s.temperature, projector=s.projector,
         supcon_variant=s.supcon_variant, local_loss=s.local_loss, options=options,

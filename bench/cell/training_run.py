@@ -28,8 +28,7 @@ from bench.execution.choice import run_training
 from bench.execution.devices import synchronize
 from bench.store.curves import CurveRow, append_curve
 from data.epochs import EpochStream
-from methods.base import Execution
-from methods.schedules import cosine_lr, current_lr, make_schedulers, method_optimizers
+from methods.schedules import current_lr, make_schedulers
 
 __all__ = ["TimedFeed", "TrainingRun", "run_epochs"]
 
@@ -107,7 +106,7 @@ def run_epochs(cell, placed, data, results_dir: Optional[Path]) -> TrainingRun:
     s = cell.settings
     epochs = int(s.epochs)
     method, devices = placed.method, placed.devices
-    schedulers = make_schedulers(method_optimizers(method), s.lr_schedule, epochs, s.lr_min)
+    schedulers = make_schedulers(method.optimizers(), s.lr_schedule, epochs, s.lr_min)
     ckpt = checkpoint_path(results_dir, cell.cell_id) if results_dir is not None else None
     run = load_checkpoint(ckpt, method, schedulers) if ckpt is not None else None
     if run is not None:
@@ -117,15 +116,12 @@ def run_epochs(cell, placed, data, results_dir: Optional[Path]) -> TrainingRun:
     stream = EpochStream(data.train_set, cell.batch_size, cell.seed, s.views, run.epoch + 1, epochs,
                          workers=s.data_workers, pin_memory=devices.kind == "cuda")
     steps_per_epoch = stream.batches_per_epoch
-    ranks = method.execution is Execution.RANKS
     exits: Optional[ExitReport] = None
     test_acc, eval_samples = (run.curve[-1]["test_acc"], 0) if run.curve else (0.0, 0)
     with EpochWatchdog(s.timeout_s) as watchdog:
         for epoch in range(run.epoch + 1, epochs + 1):
             watchdog.arm(epoch)
-            if ranks and s.lr_schedule == "cosine":  # ranks build their optimizers from the config
-                method.config.lr = cosine_lr(epoch, epochs, s.lr, s.lr_min)
-            lr = current_lr(method_optimizers(method), method.config.lr)
+            lr = current_lr(method.optimizers(), method.config.lr)
             feed = TimedFeed(stream.epoch(epoch))
             synchronize(devices)
             start = time.perf_counter()
@@ -133,9 +129,6 @@ def run_epochs(cell, placed, data, results_dir: Optional[Path]) -> TrainingRun:
                                   timeout_s=s.timeout_s, executor=s.executor)
             synchronize(devices)
             epoch_s = time.perf_counter() - start
-            optimizers = method_optimizers(method)
-            if s.lr_schedule == "cosine" and len(schedulers) < len(optimizers):  # built lazily in the first step
-                schedulers = make_schedulers(optimizers, s.lr_schedule, epochs, s.lr_min)
             for scheduler in schedulers:
                 scheduler.step()
             samples = feed.samples

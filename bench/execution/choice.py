@@ -15,12 +15,15 @@ from __future__ import annotations
 from enum import Enum
 from typing import Callable, Iterable, Optional, Sequence
 
-from methods.base import Execution
+from methods.base import Execution, Method
+from methods.rank_method import RankMethod
 
 from .devices import DeviceSet
 from .record import RunRecord
 
-__all__ = ["Executor", "choose_executor", "run_training", "RankWrapper"]
+__all__ = ["Executor", "choose_executor", "run_training", "RankWrapper", "rank_method"]
+
+RANK_HOOKS = ("rank_job", "absorb", "optimizer_state")  # what a RANKS method gives its executor
 
 RankWrapper = Callable[[Callable, tuple], tuple[Callable, tuple]]
 """(rank fn, args) -> (rank fn, args): how the profiler runs each rank under torch.profiler."""
@@ -33,7 +36,7 @@ class Executor(str, Enum):
     RANKS = "ranks"
 
 
-def choose_executor(method, device_count: int, executor: str = "threads") -> Executor:
+def choose_executor(method: Method, device_count: int, executor: str = "threads") -> Executor:
     """The executor for `method` on `device_count` devices (`executor`: the cell's setting)."""
     if method.execution is Execution.RANKS:
         return Executor.RANKS
@@ -42,7 +45,22 @@ def choose_executor(method, device_count: int, executor: str = "threads") -> Exe
     return Executor.SEQUENTIAL
 
 
-def run_training(method, batches: Iterable, devices: DeviceSet, balance: Sequence[int], *, warmup_steps: int,
+def rank_method(method: Method) -> RankMethod:
+    """`method` as a `RankMethod`, or a TypeError naming the rank hooks it lacks."""
+    if isinstance(method, RankMethod):
+        return method
+    missing = [hook for hook in RANK_HOOKS if not callable(getattr(method, hook, None))]
+    lacks = f"it lacks {', '.join(missing)}" if missing else "it is no RankMethod"
+    raise TypeError(f"{method.name}: execution is RANKS, so it must subclass methods.rank_method.RankMethod "
+                    f"({lacks})")
+
+
+def _listed(batches: Iterable) -> Sequence:
+    """The batches as a list: process executors hand each rank its batches up front."""
+    return batches if isinstance(batches, Sequence) else list(batches)
+
+
+def run_training(method: Method, batches: Iterable, devices: DeviceSet, balance: Sequence[int], *, warmup_steps: int,
                  queue_depth: int = 2, timeout_s: float = 1800.0, executor: str = "threads",
                  on_batch_done: Optional[Callable[[int], None]] = None,
                  rank_wrapper: Optional[RankWrapper] = None, absorb_results: bool = True,
@@ -60,23 +78,21 @@ def run_training(method, batches: Iterable, devices: DeviceSet, balance: Sequenc
     into a list first (one epoch of batches in memory for those).
     """
     kind = choose_executor(method, devices.count, executor)
-    if kind in (Executor.RANKS, Executor.PROCESSES) and not isinstance(batches, Sequence):
-        batches = list(batches)
     if kind is Executor.RANKS:
-        from .processes import record_from_ranks, run_ranks
+        from .ranks import record_from_ranks, run_ranks
 
-        fn, args = method.rank_job(batches, balance, warmup_steps)
+        ranked = rank_method(method)
+        fn, args = ranked.rank_job(_listed(batches), balance, warmup_steps)
         if rank_wrapper is not None:
             fn, args = rank_wrapper(fn, args)
         results = run_ranks(fn, devices, args, timeout_s=timeout_s)
         if absorb_results:
-            method.absorb(results)
+            ranked.absorb(results)
         return record_from_ranks(results, warmup_steps)
     if kind is Executor.PROCESSES:
         from .distributed_pipeline import run_distributed_pipeline
 
-        epoch = batches if isinstance(batches, Sequence) else list(batches)  # each rank is handed its batches
-        return run_distributed_pipeline(method, balance, devices, epoch, warmup_steps, queue_depth, timeout_s,
+        return run_distributed_pipeline(method, balance, devices, _listed(batches), warmup_steps, queue_depth, timeout_s,
                                         rank_wrapper=rank_wrapper, absorb_results=absorb_results, on_ranks=on_ranks)
     if kind is Executor.THREADS:
         from .pipeline import run_pipelined

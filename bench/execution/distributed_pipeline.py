@@ -12,7 +12,7 @@ is shared between devices.
 
 Two ways to start:
 - locally (default): one spawned process per device, a free port on
-  127.0.0.1 (`processes.run_ranks`); each rank unpickles the caller's method,
+  127.0.0.1 (`ranks.run_ranks`); each rank unpickles the caller's method,
   so all start from the same parameters and optimizer state;
 - under `torchrun`: when RANK, WORLD_SIZE and MASTER_ADDR are set, this
   process *is* one rank (env:// rendezvous, nothing spawned); every rank has
@@ -46,7 +46,7 @@ from torch.profiler import record_function
 from models import payload_to
 
 from .devices import DeviceSet
-from .processes import run_ranks
+from .ranks import run_ranks
 from .record import NonFiniteLossError, RunRecord, check_finite
 
 __all__ = ["run_distributed_pipeline", "launched_by_torchrun", "RankWrapper", "HEADER_LEN"]
@@ -289,8 +289,8 @@ def _train_rank(rank: int, world: int, device: torch.device, method, balance: Se
         "device_busy_s": device_busy,
         "state": {k: _to_cpu(steps[k].state_dict()) for k in mine},
         "optimizer": {k: _to_cpu(steps[k].optimizer.state_dict()) for k in mine},
-        # per-stage counters some steps keep (DASCPL's accumulation schedule clock)
-        "calls": {k: steps[k].calls for k in mine if hasattr(steps[k], "calls")},
+        # what a stage keeps beyond parameters and optimizer (DASCPL's accumulation clock)
+        "extra_state": {k: steps[k].extra_state() for k in mine},
         "peak_mem_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
     }
 
@@ -314,14 +314,13 @@ def _spawned_rank(rank: int, world: int, device: torch.device, method_blob: byte
 # -- the caller's side ---------------------------------------------------------------------------
 
 def _absorb(method, results: list[dict]) -> None:
-    """Load every rank's trained stages (parameters, optimizer state, batch counters) into `method`."""
+    """Load every rank's trained stages (parameters, optimizer state, extra state) into `method`."""
     steps = method.stage_steps()
     for result in results:
         for k in result["stages"]:
             steps[k].load_state_dict(result["state"][k])
             steps[k].optimizer.load_state_dict(result["optimizer"][k])
-            if k in result["calls"]:
-                steps[k].calls = result["calls"][k]
+            steps[k].load_extra_state(result["extra_state"][k])
 
 
 def _record(results: list[dict], num_stages: int, warmup_steps: int) -> RunRecord:

@@ -45,7 +45,7 @@ from bench.grid.settings import ProfileSchedule
 from bench.profiling.thread_names import ThreadNameRecorder, name_threads
 from bench.profiling.trace_events import load_trace_dir
 from bench.profiling.trace_metrics import TraceSummary, stage_lanes, summarize_trace
-from methods.process_method import after_each_step
+from methods.rank_method import after_each_step
 
 __all__ = ["ProfileResult", "ProfileSchedule", "profile_cell", "profiler_slowdown", "trace_dir_name", "profiled_rank",
            "profiled_rank_steps", "trace_lanes", "cell_trace_dir", "profile_columns", "trace_worker_name"]

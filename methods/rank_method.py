@@ -1,10 +1,12 @@
-"""Methods whose training loop runs in one process per device (GPipe via
-torch.distributed.pipelining, DDP).
+"""Rank methods: the training loop runs in one process per device, a rank each (GPipe via
+torch.distributed.pipelining, DDP); `execution` is RANKS.
 
 The parent builds the model once; each rank receives a pickled copy (same
 initial weights), trains its share, and returns its timings and its final
 parameters, which the parent loads back so evaluation sees the trained network.
-A rank result is a dict: completion_times, losses, start_time, busy_s, state.
+A rank result is a dict: completion_times, losses, start_time, busy_s, state,
+optimizer_state.  `RankMethod` is the contract `bench.execution.choice` runs
+such a method through (`rank_job`, `absorb`, `optimizer_state`).
 
 `timed_loop` is every rank's loop; `after_each_step` lets the code around a rank
 (the profiler, bench/profiling/profiler.py) act at its step boundary without the
@@ -13,7 +15,9 @@ rank's job knowing: the profiler's `step()`, hence its schedule and its
 """
 from __future__ import annotations
 
+import dataclasses
 import time
+from abc import abstractmethod
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
@@ -21,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Execution, Method, make_optimizer
+from .base import Execution, Method, MethodConfig, make_optimizer
 
-__all__ = ["ProcessMethod", "device_sync", "timed_loop", "load_optimizer_state", "optimizer_state_by_name",
+__all__ = ["RankMethod", "device_sync", "timed_loop", "load_optimizer_state", "optimizer_state_by_name",
            "after_each_step"]
 
 _step_hooks: list[Callable[[int], None]] = []
@@ -79,8 +83,14 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, named: dict[str, nn.P
                                       for k, v in state[name].items()}
 
 
-class ProcessMethod(Method):
-    """A coupled method executed by `bench.execution.processes.run_ranks`."""
+class RankMethod(Method):
+    """A coupled method whose ranks train it, run by `bench.execution.ranks.run_ranks`.
+
+    The parent holds the whole model and one optimizer over it: lr schedulers
+    step that optimizer like any method's, the ranks start every epoch from its
+    lr and its state (`rank_config`, `optimizer_state`), and `absorb` brings
+    their parameters and optimizer state back into it.
+    """
 
     execution = Execution.RANKS
 
@@ -110,13 +120,24 @@ class ProcessMethod(Method):
         self.optimizer.step()
         return float(loss.detach())
 
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.optimizer]
+
+    def rank_config(self) -> MethodConfig:
+        """The config the ranks build their optimizers from: the lr is the parent optimizer's now.
+
+        So a rank method's epochs follow the same `CosineAnnealingLR` that
+        steps every other method's optimizers (methods/schedules.py).
+        """
+        return dataclasses.replace(self.config, lr=float(self.optimizer.param_groups[0]["lr"]))
+
     def optimizer_state(self) -> dict:
         """{parameter name: optimizer state} so far (empty before any step), for the ranks to continue from."""
         return optimizer_state_by_name(self.optimizer, dict(self.model.named_parameters()))
 
+    @abstractmethod
     def rank_job(self, batches: Sequence, balance: Sequence[int], warmup_steps: int) -> tuple[Callable, tuple]:
         """(fn, args) such that fn(rank, world, device, *args) trains one rank and returns its result dict."""
-        raise NotImplementedError
 
     def absorb(self, results: list[dict]) -> None:
         """Load every rank's trained parameters back into the parent's model."""
