@@ -68,15 +68,6 @@ class ProfileSchedule(BaseModel):
         return range(self.wait + self.warmup, self.recorded_steps)
 
 
-# Settings added after results existed: left out of a cell's identity while at their default, so
-# the ids (and the rerun-skips-finished-cells promise) of older grids stay the same.
-ADDED_DEFAULTS: dict[str, Any] = {
-    "executor": "threads", "epochs": None, "eval_every": 1, "lr_schedule": "constant", "lr_min": 0.0,
-    "checkpoint_every": 1, "keep_checkpoints": False, "max_train_items": None, "max_test_items": None,
-    "tta_targets": [],
-}
-
-
 class CellSettings(BaseModel):
     """Fixed settings of a cell. Anything not named here is rejected."""
 
@@ -163,6 +154,15 @@ class CellSettings(BaseModel):
     def as_dict(self) -> dict:
         """Plain JSON-ready values (the profile schedule as a mapping)."""
         return self.model_dump(mode="json")
+
+
+# Settings added after results existed: left out of a cell's identity while at their default, so
+# the ids (and the rerun-skips-finished-cells promise) of older grids stay the same.
+ADDED_DEFAULTS: dict[str, Any] = {
+    key: CellSettings.model_fields[key].get_default(call_default_factory=True)
+    for key in ("executor", "epochs", "eval_every", "lr_schedule", "lr_min", "checkpoint_every", "keep_checkpoints",
+                "max_train_items", "max_test_items", "tta_targets")
+}
 
 
 def _list_ints_positive(value: Any) -> bool:
