@@ -43,6 +43,7 @@ import torch
 import torch.distributed as dist
 from torch.profiler import record_function
 
+from methods.base import Method
 from models import payload_to
 
 from .devices import DeviceSet
@@ -74,7 +75,7 @@ def _groups(balance: Sequence[int]) -> list[list[int]]:
     return groups
 
 
-def _micro_batches(method) -> int:
+def _micro_batches(method: Method) -> int:
     """Micro-batches per batch fed to each stage step (SCPL + GPipe: its chunks; others 1)."""
     return int(method.micro_batches)
 
@@ -202,7 +203,7 @@ def _pin(payload):
     return tuple(_pin(p) if p is not None else None for p in payload)
 
 
-def _train_rank(rank: int, world: int, device: torch.device, method, balance: Sequence[int], batches: Sequence,
+def _train_rank(rank: int, world: int, device: torch.device, method: Method, balance: Sequence[int], batches: Sequence,
                 warmup_steps: int, queue_depth: int) -> dict:
     """Train this rank's stage group on every batch; return its states, losses and clocks."""
     groups = _groups(balance)
@@ -258,9 +259,9 @@ def _train_rank(rank: int, world: int, device: torch.device, method, balance: Se
                     x, y = receiver.receive(layout, specs)
             for k in mine:
                 t0 = time.perf_counter()
-                x, loss = steps[k].accept(x, y, c, chunks)
-                if loss is not None:
-                    loss = float(loss)  # waits for this device: the output is ready to hand over
+                x, stage_loss = steps[k].accept(x, y, c, chunks)
+                if stage_loss is not None:
+                    loss = float(stage_loss)  # waits for this device: the output is ready to hand over
                     check_finite(loss, f"stage {k}", i)
                     stage_losses[k][i] = loss
                 t1 = time.perf_counter()
@@ -295,7 +296,7 @@ def _train_rank(rank: int, world: int, device: torch.device, method, balance: Se
     }
 
 
-def _method_to_bytes(method) -> bytes:
+def _method_to_bytes(method: Method) -> bytes:
     # cloudpickle (a dependency of submitit): methods may hold lambdas (DASCPL's
     # accumulation schedules) that the standard pickler refuses.
     import cloudpickle
@@ -313,7 +314,7 @@ def _spawned_rank(rank: int, world: int, device: torch.device, method_blob: byte
 
 # -- the caller's side ---------------------------------------------------------------------------
 
-def _absorb(method, results: list[dict]) -> None:
+def _absorb(method: Method, results: list[dict]) -> None:
     """Load every rank's trained stages (parameters, optimizer state, extra state) into `method`."""
     steps = method.stage_steps()
     for result in results:
@@ -353,7 +354,7 @@ def _record(results: list[dict], num_stages: int, warmup_steps: int) -> RunRecor
 _NONFINITE = re.compile(r"NonFiniteLossError: (.*)")
 
 
-def _run_spawned(method, balance, devices: DeviceSet, args: tuple, timeout_s: float,
+def _run_spawned(method: Method, devices: DeviceSet, args: tuple, timeout_s: float,
                  rank_wrapper: Optional[RankWrapper]) -> list[dict]:
     fn, fn_args = _spawned_rank, (_method_to_bytes(method), *args)
     if rank_wrapper is not None:
@@ -367,7 +368,7 @@ def _run_spawned(method, balance, devices: DeviceSet, args: tuple, timeout_s: fl
         raise
 
 
-def _run_torchrun(method, devices: DeviceSet, args: tuple, timeout_s: float,
+def _run_torchrun(method: Method, devices: DeviceSet, args: tuple, timeout_s: float,
                   rank_wrapper: Optional[RankWrapper]) -> list[dict]:
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -393,7 +394,7 @@ def _run_torchrun(method, devices: DeviceSet, args: tuple, timeout_s: float,
 
 
 def run_distributed_pipeline(
-    method,
+    method: Method,
     balance: Sequence[int],
     devices: DeviceSet,
     batches: Sequence,
@@ -431,7 +432,7 @@ def run_distributed_pipeline(
     else:
         if len(balance) != devices.count:
             raise ValueError(f"balance {list(balance)} does not split {len(steps)} stages over {devices.count} devices")
-        results = _run_spawned(method, balance, devices, args, timeout_s, rank_wrapper)
+        results = _run_spawned(method, devices, args, timeout_s, rank_wrapper)
     results = sorted(results, key=lambda r: r["rank"])
     if absorb_results:
         _absorb(method, results)

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from models.partition import contiguous_balance, even_balance, validate_split
+
+if TYPE_CHECKING:
+    from methods.base import Method
 
 __all__ = ["stage_devices", "measure_stage_costs", "measure_layer_costs", "choose_balance"]
 
@@ -28,7 +31,7 @@ def stage_devices(balance: Sequence[int], devices: Sequence[torch.device]) -> li
     return out
 
 
-def measure_stage_costs(method, batches: Sequence, repeats: int = 3) -> list[float]:
+def measure_stage_costs(method: Method, batches: Sequence, repeats: int = 3) -> list[float]:
     """Median seconds per stage step on a throw-away copy of a decoupled method.
 
     A copy, so the profiled updates never touch the parameters being benchmarked.
@@ -72,7 +75,7 @@ def measure_layer_costs(model, batches: Sequence, repeats: int = 3) -> list[floa
     return [sorted(t)[len(t) // 2] for t in times]
 
 
-def choose_balance(method, num_devices: int, batches: Sequence, balance="auto") -> tuple[list[int], list[float] | None]:
+def choose_balance(method: Method, num_devices: int, batches: Sequence, balance="auto") -> tuple[list[int], list[float] | None]:
     """Resolve the grid's `balance` setting: a list, "even", or "auto" (by measured time)."""
     num_stages = method.model.num_stages
     validate_split(num_stages, num_devices)

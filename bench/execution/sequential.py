@@ -6,15 +6,18 @@ parallelism) on N devices, where the chain rule leaves nothing to overlap.
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 from .devices import DeviceSet, synchronize
 from .record import RunRecord, check_finite
 
+if TYPE_CHECKING:
+    from methods.base import Method
+
 __all__ = ["run_sequential"]
 
 
-def run_sequential(method, batches: Iterable, devices: DeviceSet, warmup_steps: int,
+def run_sequential(method: Method, batches: Iterable, devices: DeviceSet, warmup_steps: int,
                    on_batch_done: Optional[Callable[[int], None]] = None) -> RunRecord:
     """Train on `batches` in order; stage busy times are kept for decoupled methods.
 
