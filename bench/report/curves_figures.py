@@ -24,8 +24,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from bench.report.figure_guard import FigureLog  # noqa: E402
 from bench.report.figures import method_colour  # noqa: E402
-from bench.report.timeline import save_figure  # noqa: E402
 
 __all__ = ["PREFERRED_TARGET", "curve_stats", "learning_curve_figure", "acc_speed_figure", "write_curves_figures"]
 
@@ -140,10 +140,15 @@ def _title(rows: pd.DataFrame, model: str, dataset: str) -> str:
     return f"{model} on {dataset}" + (" (SYNTHETIC data)" if synthetic else "")
 
 
-def write_curves_figures(frame: pd.DataFrame, curves: pd.DataFrame, tta: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Learning curves and accuracy-vs-speed figures of every model/dataset (/batch) with curves; files written."""
+def write_curves_figures(frame: pd.DataFrame, curves: pd.DataFrame, tta: pd.DataFrame, out_dir: Path,
+                         log: Optional[FigureLog] = None) -> list[Path]:
+    """Learning curves and accuracy-vs-speed figures of every model/dataset (/batch) with curves; files written.
+
+    A figure that fails is recorded in `log` (and on stderr) and the others are still drawn.
+    """
     if curves.empty:
         return []
+    log = log if log is not None else FigureLog()
     written: list[Path] = []
     measured = frame[frame["epoch_time_kind"] == "measured"] if "epoch_time_kind" in frame else frame.iloc[0:0]
     for (model, dataset), part in curves.groupby(["model", "dataset"], sort=True):
@@ -153,13 +158,11 @@ def write_curves_figures(frame: pd.DataFrame, curves: pd.DataFrame, tta: pd.Data
             rows = measured[(measured["model"] == model) & (measured["dataset"] == dataset)
                             & (measured["batch_size"] == batch)]
             title = _title(rows, model, dataset) + (f", batch {batch}" if len(batches) > 1 else "")
-            fig = learning_curve_figure(part[part["batch_size"] == batch], title)
-            if fig is not None:
-                written += save_figure(fig, Path(out_dir) / f"curves_{stem}")
+            written += log.save(Path(out_dir) / f"curves_{stem}",
+                                lambda: learning_curve_figure(part[part["batch_size"] == batch], title))
             mine = tta
             if not tta.empty:
                 mine = tta[(tta["model"] == model) & (tta["dataset"] == dataset) & (tta["batch_size"] == batch)]
-            fig = acc_speed_figure(rows, mine, title) if not rows.empty else None
-            if fig is not None:
-                written += save_figure(fig, Path(out_dir) / f"acc_speed_{stem}")
+            written += log.save(Path(out_dir) / f"acc_speed_{stem}",
+                                lambda: acc_speed_figure(rows, mine, title) if not rows.empty else None)
     return written

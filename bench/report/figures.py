@@ -25,8 +25,9 @@ into the repository.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import matplotlib
 
@@ -34,13 +35,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.artist import Artist  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
 from bench.profiling.profiler import trace_lanes  # noqa: E402
 from bench.profiling.trace_events import find_trace_files, load_trace_dir  # noqa: E402
 from bench.report.baseline import base_method, with_bp_baseline  # noqa: E402
-from bench.report.timeline import TimelinePanel, save_figure, timeline_figure  # noqa: E402
+from bench.report.figure_guard import FigureLog  # noqa: E402
+from bench.report.timeline import TimelinePanel, timeline_figure  # noqa: E402
+from methods import UnknownMethodError  # noqa: E402
 
-__all__ = ["plots_dir", "method_colour", "balance_ideal", "fractions_text", "with_speedup", "epoch_time_figure", "speedup_figure", "timeline_figures", "write_figures"]
+__all__ = ["plots_dir", "method_colour", "balance_ideal", "fractions_text", "with_speedup", "legend_beside", "epoch_time_figure", "speedup_figure", "timeline_figures", "write_figures"]
 
 from bench import REPO_ROOT  # noqa: E402
 
@@ -77,6 +82,25 @@ def _palette(methods) -> dict:
     return {m: method_colour(m) for m in methods}
 
 
+_LEGEND_ROWS = 12  # entries per legend column: more start another column, so it never outgrows the figure
+
+
+def legend_beside(fig, handles: Sequence[Artist], title: str, top: float = 1.0) -> None:
+    """A legend right of the panels, the figure widened by the legend's width so the panels keep theirs.
+
+    `top`: the fraction of the height the panels may use (the rest is the title's).
+    """
+    legend = fig.legend(handles=handles, title=title, loc="center left", frameon=False, fontsize=8,
+                        title_fontsize=8, ncol=max(1, math.ceil(len(handles) / _LEGEND_ROWS)))
+    fig.draw_without_rendering()  # the legend's size is known only once drawn
+    legend_width = legend.get_window_extent().width / fig.dpi + 0.1
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(width + legend_width, height)
+    panels = width / (width + legend_width)
+    legend.set_bbox_to_anchor((panels, 0.5), transform=fig.transFigure)
+    fig.tight_layout(rect=(0, 0, panels, top))
+
+
 def with_speedup(frame: pd.DataFrame) -> pd.DataFrame:
     """Ok rows with a `speedup` column: over BP on 1 device (bench/report/baseline.py), NaN without one."""
     return with_bp_baseline(frame)
@@ -95,17 +119,25 @@ def balance_ideal(row) -> Optional[float]:
 
 
 def epoch_time_figure(part: pd.DataFrame, title: str):
-    """Bars of epoch time in minutes: a panel per batch size, device count on x, one colour per method."""
+    """Bars of epoch time in minutes: a panel per batch size, device count on x, one colour per method.
+
+    The legend is drawn beside the panels and the figure widened by its width:
+    seaborn's own legend squeezes the panels instead, and fails (`left cannot be
+    >= right`) when the legend is wider than a figure sized for one x value.
+    """
     ok = part[(part["status"] == "ok") & part["epoch_time_s"].notna()].copy()
     ok["epoch_time_min"] = ok["epoch_time_s"] / 60.0
-    grid = sns.catplot(data=ok, kind="bar", x="devices", y="epoch_time_min", hue="method",
-                       palette=_palette(ok["method"].unique()), col="batch_size", errorbar="sd", capsize=0.1,
-                       sharey=False, height=3.2, aspect=0.9)
+    methods = list(ok["method"].unique())
+    grid = sns.catplot(data=ok, kind="bar", x="devices", y="epoch_time_min", hue="method", hue_order=methods,
+                       palette=_palette(methods), col="batch_size", errorbar="sd", capsize=0.1,
+                       sharey=False, height=3.2, aspect=0.9, legend=False)
     grid.set_axis_labels("devices", "time per epoch (min)")
     grid.set_titles("batch {col_name}")
-    grid.figure.suptitle(title, fontsize=10)
-    grid.figure.tight_layout(rect=(0, 0, 1, 0.92))  # room for the title: never clipped
-    return grid.figure
+    fig = grid.figure
+    fig.suptitle(title, fontsize=10)
+    handles = [Patch(facecolor=method_colour(m), label=m) for m in methods]
+    legend_beside(fig, handles, "method", top=0.92)  # room for the title: never clipped
+    return fig
 
 
 def speedup_figure(part: pd.DataFrame, title: str):
@@ -147,42 +179,58 @@ def fractions_text(row) -> str:
     return ", ".join(parts)
 
 
-def timeline_figures(frame: pd.DataFrame, results_dir: Path, out_dir: Path) -> list[Path]:
+def _timeline_panels(part: pd.DataFrame, results_dir: Path) -> list[TimelinePanel]:
+    """The panels of one batch size's profiled rows (first trial of each method x devices) whose traces exist."""
+    panels = []
+    first = part.sort_values("trial").drop_duplicates(["method", "devices"])
+    for row in first.sort_values(["devices", "method"]).itertuples():
+        folder = Path(row.trace_dir)
+        folder = folder if folder.is_absolute() else Path(results_dir) / folder
+        if not find_trace_files(folder):
+            continue  # traces deleted or results copied without them
+        try:
+            lanes = trace_lanes(base_method(row.method), list(row.balance))  # library ranks: a lane each
+        except UnknownMethodError:  # results of a method no longer registered: one row per stage
+            lanes = None
+        fractions = fractions_text(row._asdict())
+        title = _method_label(row.method, row.devices) + (f" ({fractions})" if fractions else "")
+        panels.append(TimelinePanel(title, load_trace_dir(folder), lanes))
+    return panels
+
+
+def timeline_figures(frame: pd.DataFrame, results_dir: Path, out_dir: Path,
+                     log: Optional[FigureLog] = None) -> list[Path]:
     """One timeline figure per model/dataset/batch size with profiled cells (first trial of each)."""
     if "trace_dir" not in frame.columns:
         return []
+    log = log if log is not None else FigureLog()
     profiled = frame[(frame["status"] == "ok") & frame["trace_dir"].notna()]
     written: list[Path] = []
     for (model, dataset, batch), part in profiled.groupby(["model", "dataset", "batch_size"], sort=True):
-        panels = []
-        first = part.sort_values("trial").drop_duplicates(["method", "devices"])
-        for row in first.sort_values(["devices", "method"]).itertuples():
-            folder = Path(row.trace_dir)
-            folder = folder if folder.is_absolute() else Path(results_dir) / folder
-            if not find_trace_files(folder):
-                continue  # traces deleted or results copied without them
-            lanes = trace_lanes(row.method.split("[")[0], list(row.balance))  # library ranks: a lane each
-            fractions = fractions_text(row._asdict())
-            title = _method_label(row.method, row.devices) + (f" ({fractions})" if fractions else "")
-            panels.append(TimelinePanel(title, load_trace_dir(folder), lanes))
-        if panels:
-            fig = timeline_figure(panels)
-            written += save_figure(fig, out_dir / f"timeline_{_stem(model, dataset)}_b{batch}")
+        def draw(part: pd.DataFrame = part):
+            panels = _timeline_panels(part, results_dir)
+            return timeline_figure(panels) if panels else None
+
+        written += log.save(out_dir / f"timeline_{_stem(model, dataset)}_b{batch}", draw)
     return written
 
 
-def write_figures(results_dir: Path, frame: pd.DataFrame, out_dir: Optional[Path] = None) -> list[Path]:
-    """Every figure of a results folder; returns the files written."""
+def write_figures(results_dir: Path, frame: pd.DataFrame, out_dir: Optional[Path] = None,
+                  log: Optional[FigureLog] = None) -> list[Path]:
+    """Every figure of a results folder; returns the files written.
+
+    A figure that fails is recorded in `log` (and on stderr) and the others are still drawn.
+    """
     out_dir = Path(out_dir) if out_dir is not None else plots_dir(results_dir)
+    log = log if log is not None else FigureLog()
     written: list[Path] = []
     for (model, dataset), part in frame.groupby(["model", "dataset"], sort=True):
         if not ((part["status"] == "ok") & part["epoch_time_s"].notna()).any():
             continue
         kinds = sorted(part["data_kind"].dropna().unique())
         title = f"{model} on {dataset}" + (" (SYNTHETIC data)" if "synthetic" in kinds else "")
-        written += save_figure(epoch_time_figure(part, title), out_dir / f"epoch_time_{_stem(model, dataset)}")
-        fig = speedup_figure(part, title)
-        if fig is not None:
-            written += save_figure(fig, out_dir / f"speedup_{_stem(model, dataset)}")
-    written += timeline_figures(frame, results_dir, out_dir)
+        stem = _stem(model, dataset)
+        written += log.save(out_dir / f"epoch_time_{stem}", lambda: epoch_time_figure(part, title))
+        written += log.save(out_dir / f"speedup_{stem}", lambda: speedup_figure(part, title))
+    written += timeline_figures(frame, results_dir, out_dir, log)
     return written

@@ -151,8 +151,12 @@ def _figure(path: Path) -> str:
 
 
 def write_page(results_dir: Path, frame: pd.DataFrame, sections: Sequence[tuple[str, str]],
-               figures: Sequence[Path], title: Optional[str] = None) -> Path:
-    """Write `report.html` in `results_dir`: `sections` are (heading, markdown); PNG `figures` are inlined."""
+               figures: Sequence[Path], title: Optional[str] = None, figure_failures: Sequence[str] = ()) -> Path:
+    """Write `report.html` in `results_dir`: `sections` are (heading, markdown); PNG `figures` are inlined.
+
+    `figure_failures`: one line per figure that could not be drawn (bench/report/figure_guard.py), listed
+    under the figures so a missing picture is explained where it would have been.
+    """
     results_dir = Path(results_dir)
     grid = str(frame["grid"].dropna().iloc[0]) if "grid" in frame and frame["grid"].notna().any() else results_dir.name
     title = title or f"scplbench report: {grid}"
@@ -176,8 +180,11 @@ def write_page(results_dir: Path, frame: pd.DataFrame, sections: Sequence[tuple[
     parts.append(_profiled(frame, results_dir))
     parts.append(_failed(frame))
     pngs = [p for p in figures if Path(p).suffix == ".png" and Path(p).exists()]
-    if pngs:
+    if pngs or figure_failures:
         parts.append("<h2>Figures</h2>" + "".join(_figure(p) for p in pngs))
+    if figure_failures:
+        parts.append(f'<p class="note">{len(figure_failures)} figure(s) could not be drawn:</p><ul>'
+                     + "".join(f"<li><code>{html.escape(line)}</code></li>" for line in figure_failures) + "</ul>")
     parts.append("</body></html>")
     path = results_dir / "report.html"
     path.write_text("\n".join(p for p in parts if p), encoding="utf-8")

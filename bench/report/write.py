@@ -22,12 +22,13 @@ import pandas as pd
 
 from bench.report.accuracy_tables import write_accuracy_tables
 from bench.report.baseline import base_method, with_bp_baseline
+from bench.report.figure_guard import FigureLog
 from bench.report.page import write_page
 from bench.report.paper import write_paper_comparisons
 from bench.report.tta import curves_with_rows, load_curves, write_tta
 from bench.report.variants import label_variants
 from bench.store.layout import StoreError
-from bench.store.parquet import read_results
+from bench.store.read import read_results
 
 __all__ = ["speedup_table", "accuracy_table", "write_report", "markdown_table"]
 
@@ -148,6 +149,32 @@ def _caption(frame: pd.DataFrame, model: str, dataset: str) -> str:
     return " ".join(parts)
 
 
+def _plots_dir(results_dir: Path) -> Path:
+    from bench.report.figures import plots_dir  # matplotlib/seaborn: only when a report is written
+
+    return plots_dir(results_dir)
+
+
+def _write_all_figures(results_dir: Path, frame: pd.DataFrame, curves: pd.DataFrame,
+                       tta: pd.DataFrame) -> tuple[list[Path], FigureLog]:
+    """Every figure, each failure recorded instead of raised: figures never cost the tables or the run."""
+    log = FigureLog()
+
+    def speed_figures() -> list[Path]:
+        from bench.report.figures import write_figures
+
+        return write_figures(results_dir, frame, log=log)
+
+    def curve_figures() -> list[Path]:
+        from bench.report.curves_figures import write_curves_figures
+
+        return write_curves_figures(frame, curves, tta, _plots_dir(results_dir), log=log)
+
+    figures = log.attempt("speed figures", speed_figures)  # what fails outside any one figure (an import)
+    figures += log.attempt("training-curve figures", curve_figures)
+    return figures, log
+
+
 def write_report(results_dir: Path) -> str:
     """Write every table (.md and .csv), the paper comparisons, the figures and report.html; return the markdown."""
     results_dir = Path(results_dir)
@@ -216,14 +243,12 @@ def write_report(results_dir: Path) -> str:
     if not failed.empty:
         out.append(f"{len(failed)} cell(s) did not finish: " + "; ".join(
             f"{r.method}/{r.model}/b{r.batch_size}/d{r.devices}: {r.status}" for r in failed.itertuples()))
-    from bench.report.curves_figures import write_curves_figures
-    from bench.report.figures import plots_dir, write_figures  # matplotlib/seaborn: only when a report is written
-
-    figures = write_figures(results_dir, frame)
-    figures += write_curves_figures(frame, curves, tta, plots_dir(results_dir))
+    figures, log = _write_all_figures(results_dir, frame, curves, tta)
     if figures:
-        out.append(f"{len(figures)} figure file(s) in {plots_dir(results_dir)} (docs/PROFILING.md)")
-    page = write_page(results_dir, frame, sections, figures)
+        out.append(f"{len(figures)} figure file(s) in {_plots_dir(results_dir)} (docs/PROFILING.md)")
+    if log.failures:
+        out.append(log.markdown())
+    page = write_page(results_dir, frame, sections, figures, figure_failures=[str(f) for f in log.failures])
     out.append(f"report page: {page}")
     return "\n".join(out)
 
