@@ -63,15 +63,22 @@ def register_reader(name: str, files: tuple[str, ...], url: str, how: str, cache
     return decorate
 
 
+def _readers() -> dict[str, Source]:
+    """Every registered reader; the reader modules register on import, which needs torch, so here."""
+    from . import text_files, vision_files  # noqa: F401
+
+    return _SOURCES
+
+
 def source_for(name: str) -> Source:
     try:
-        return _SOURCES[name]
+        return _readers()[name]
     except KeyError:
         raise UnknownDatasetError(f"no reader for real dataset {name!r}; readers exist for {sorted(_SOURCES)}") from None
 
 
 def list_sources() -> list[Source]:
-    return [_SOURCES[n] for n in sorted(_SOURCES)]
+    return [_readers()[n] for n in sorted(_readers())]
 
 
 def missing_file_error(source: Source, path: Path, problem: str = "missing") -> DatasetFileError:
@@ -95,6 +102,6 @@ def require_files(source: Source, root: Path) -> list[Path]:
 
 def bad_file(name: str, path: Path, problem: str) -> DatasetFormatError:
     """A `DatasetFormatError` for dataset `name`: the path, what is wrong, the expected format and URL."""
-    source = _SOURCES.get(name)
+    source = _readers().get(name)
     where = f" ; expected {source.how}, from {source.url}" if source else ""
     return DatasetFormatError(f"{name}: malformed file {path}: {problem}{where}")

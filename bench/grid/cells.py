@@ -36,6 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bench import REPO_ROOT
+from bench.store.identity import CellIdentity
 
 from .settings import ADDED_DEFAULTS, CellSettings, format_validation_error, settings_problems
 
@@ -135,6 +136,17 @@ class Cell:
         """A hash of `identity()`: a rerun finds finished cells by it (computed once per cell)."""
         blob = json.dumps(self.identity(), sort_keys=True, default=str)
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+    @property
+    def row_identity(self) -> CellIdentity:
+        """The identity columns every row of this cell starts with (results and curves)."""
+        return CellIdentity(self.cell_id, self.grid, self.method, self.model, self.dataset, self.batch_size,
+                            self.devices, self.trial)
+
+    @property
+    def settings_json(self) -> str:
+        """The settings part of `identity()` as stored in a row's `settings_json` (sorted keys)."""
+        return json.dumps(self.identity()["settings"], sort_keys=True)
 
     @property
     def label(self) -> str:
@@ -276,8 +288,12 @@ def _check_structure(raw: dict, where: str) -> list[str]:
     return problems
 
 
-def load_grid(name_or_path: str, overrides: Iterable[str] = (), check: bool = True) -> Grid:
-    """Read, override, expand and validate a grid; raises GridError listing every problem."""
+def load_grid(name_or_path: str, overrides: Iterable[str] = ()) -> Grid:
+    """Read, override, expand and validate a grid; raises GridError listing every problem.
+
+    The last check, whether each cell can run (`feasibility.py`), imports torch and the
+    method and model registries (models are built on the meta device).
+    """
     path = resolve_grid_path(name_or_path)
     raw = read_grid_file(path)
     where = path.name
@@ -342,26 +358,19 @@ def load_grid(name_or_path: str, overrides: Iterable[str] = (), check: bool = Tr
         if cell.cell_id not in seen:
             seen.add(cell.cell_id)
             cells.append(cell)
-    if check:
-        from .feasibility import cell_problems  # imports torch and the registries: only when needed
+    from .feasibility import cell_problems  # torch and the registries: not on importing the package
 
-        by_problem: dict[str, list[Cell]] = {}
-        checked: dict[tuple, list[str]] = {}  # trials of one configuration share their problems
-        for cell in cells:
-            key = (cell.method, cell.model, cell.dataset, cell.batch_size, cell.devices, id(cell.settings))
-            if key not in checked:
-                checked[key] = cell_problems(cell)
-            for problem in checked[key]:
-                by_problem.setdefault(problem, []).append(cell)
-        if by_problem:
-            raise GridError(f"{where}: cell {found[0].label}"
-                            + (f" (and {len(found) - 1} more like it)" if len(found) > 1 else "") + f": {problem}"
-                            for problem, found in by_problem.items())
+    by_problem: dict[str, list[Cell]] = {}
+    checked: dict[tuple, list[str]] = {}  # trials of one configuration share their problems
+    for cell in cells:
+        key = (cell.method, cell.model, cell.dataset, cell.batch_size, cell.devices, id(cell.settings))
+        if key not in checked:
+            checked[key] = cell_problems(cell)
+        for problem in checked[key]:
+            by_problem.setdefault(problem, []).append(cell)
+    if by_problem:
+        raise GridError(f"{where}: cell {found[0].label}"
+                        + (f" (and {len(found) - 1} more like it)" if len(found) > 1 else "") + f": {problem}"
+                        for problem, found in by_problem.items())
     return Grid(name=name, path=path, cells=cells, description=raw.get("description", ""))
 
-
-def describe_problems(problems: list[str], limit: int = 40) -> str:
-    """The problems as printed: every line, or the first `limit` and how many more."""
-    shown = problems[:limit]
-    more = len(problems) - len(shown)
-    return "\n".join(shown + ([f"... and {more} more"] if more > 0 else []))

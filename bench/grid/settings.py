@@ -11,9 +11,11 @@ field itself, where a reader looks for them.  OmegaConf structured configs type
 -check too, but stop at the first error and have no range constraints.
 
 The choices of method-level names (`local_loss`, `supcon_variant`,
-`projector`, `augment`) are repeated here as literals so that loading a grid
-never imports torch; `tests/test_settings.py` checks they equal the lists the
-methods and data modules accept.
+`projector`, `augment`) are repeated here as literals so that the schema, and
+with it importing the grid package and reading a cell back from JSON, needs no
+torch (the per-cell feasibility checks of `load_grid` do import it);
+`tests/test_settings.py` checks they equal the lists the methods and data
+modules accept.
 """
 from __future__ import annotations
 
@@ -129,6 +131,12 @@ class CellSettings(BaseModel):
     # -- measurement extras -------------------------------------------------------------
     count_train_memory: bool = Field(True, description="count saved activations + parameters + optimizer state per stage")
     profile: Optional[ProfileSchedule] = Field(None, description="{wait, warmup, active}: a profiled run after the timed one (docs/PROFILING.md)")
+
+    @property
+    def is_training_run(self) -> bool:
+        """A training run (`epochs` set: whole epochs, measured) rather than the sampled mode
+        (steps timed, the epoch extrapolated); the one test of which a cell is."""
+        return self.epochs is not None
 
     def options_per_method(self, known_methods: Optional[list[str]] = None) -> bool:
         """Whether `method_options` is in the per-method form: every key a method name mapping to a dict."""

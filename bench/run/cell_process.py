@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Optional
 
 from bench import REPO_ROOT
+from bench.cell.rows import failed_row
 from bench.grid import Cell
 from bench.run.cell_entry import PARENT_PID_ENV
 from bench.run.process_group import run_in_new_group
+from bench.store.records import from_columns
 from bench.store.row import ResultRow
 
 __all__ = ["run_cell_subprocess", "cell_env", "cell_timeout_s"]
@@ -36,7 +38,7 @@ def cell_timeout_s(cell: Cell) -> float:
     epoch and one for loading, building and the final evaluation.
     """
     s = cell.settings
-    return s.timeout_s * (s.epochs + 1) if s.epochs is not None else s.timeout_s
+    return s.timeout_s * ((s.epochs or 0) + 1) if s.is_training_run else s.timeout_s
 
 
 def _signal_name(code: int) -> str:
@@ -54,8 +56,6 @@ def run_cell_subprocess(cell: Cell, data_root: Optional[str], workdir: Path,
     cell process died by a signal (SIGKILL is almost always the out-of-memory killer), "failed"
     when it exited without a row.
     """
-    from bench.cell.run import failed_row
-
     workdir = Path(workdir)
     cell_file = workdir / f"{cell.cell_id}.cell.json"
     row_file = workdir / f"{cell.cell_id}.row.json"
@@ -71,7 +71,7 @@ def run_cell_subprocess(cell: Cell, data_root: Optional[str], workdir: Path,
         if result.timed_out:
             return failed_row(cell, "timeout", f"cell exceeded its timeout of {limit:.0f} s", elapsed)
         if row_file.exists():
-            return ResultRow(**json.loads(row_file.read_text()))
+            return from_columns(ResultRow, json.loads(row_file.read_text()))
         tail = (result.output_tail.splitlines() or ["no output"])[-1]
         if result.returncode is not None and result.returncode < 0:
             why = ""

@@ -17,13 +17,15 @@ from typing import Callable, Optional, Protocol
 from tqdm import tqdm
 
 from bench import REPO_ROOT
+from bench.cell.rows import failed_row
 from bench.grid import Cell
 from bench.run.cell_process import run_cell_subprocess
 from bench.run.job import run_cell_job
 from bench.run.scratch import scratch_dir
 from bench.run.slurm import SlurmOptions, slurm_parameters
 from bench.store.fragments import append_rows
-from bench.store.read import read_history
+from bench.store.read import frame_rows, read_history
+from bench.store.records import from_columns
 from bench.store.row import ResultRow
 
 __all__ = ["Launcher", "LocalLauncher", "SubmititLauncher", "LAUNCHERS", "make_launcher"]
@@ -95,15 +97,13 @@ class SubmititLauncher:
     def _collect(self, job, cell: Cell, attempt: int, ctx: LaunchContext, on_row: OnRow) -> None:
         """Wait for a job; a job that died without storing its row gets one here."""
         try:
-            row = ResultRow(**job.result())
+            row = from_columns(ResultRow, job.result())
         except Exception as exc:  # noqa: BLE001 - a lost job becomes a status row, like a lost cell
             history = read_history(ctx.results_dir)
             stored = history[(history["cell_id"] == cell.cell_id) & (history["attempt"] == attempt)]
             if len(stored):
-                row = ResultRow(**{k: v for k, v in stored.iloc[-1].to_dict().items()})
+                row = frame_rows(stored.tail(1))[0]
             else:
-                from bench.cell.run import failed_row
-
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 row = failed_row(cell, "killed", f"job {job.job_id} ended without a row: {first}")
                 row.attempt = attempt

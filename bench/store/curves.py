@@ -12,11 +12,9 @@ cell, the rows of its latest fragment only.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import fcntl
 import os
-import typing
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +24,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.store.identity import CellIdentity
 from bench.store.layout import StoreError, atomic_write, writer_tag
+from bench.store.records import arrow_schema
 
 __all__ = ["CurveRow", "CURVE_SCHEMA", "CURVES_FILE", "CURVES_DIR", "append_curve", "read_curves",
            "compact_curves", "curves_path"]
@@ -36,19 +36,13 @@ CURVES_DIR = "curves"
 _LOCK_FILE = ".compact_curves.lock"
 
 
-@dataclass
-class CurveRow:
-    """One epoch of one training run. Times exclude evaluation; accuracies are null between evaluations."""
+@dataclass(slots=True)
+class CurveRow(CellIdentity):
+    """One epoch of one training run. Times exclude evaluation; accuracies are null between evaluations.
 
-    # the cell (join with results.parquet on cell_id)
-    cell_id: str
-    grid: str
-    method: str
-    model: str
-    dataset: str
-    batch_size: int
-    devices: int
-    trial: int
+    Its first columns are the cell's identity (CellIdentity): join with results.parquet on cell_id.
+    """
+
     epoch: int  # 1-based
     # time
     wall_s: float  # training wall-clock since the run started, at this epoch's end (evaluation excluded)
@@ -67,23 +61,8 @@ class CurveRow:
     attempt_id: Optional[str] = None  # the fragment this row came from (one per attempt)
     finished_at: Optional[str] = None  # UTC ISO time the attempt's curve was stored
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
-
-_SCALARS = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
-
-
-def _arrow_type(name: str) -> pa.DataType:
-    hint = typing.get_type_hints(CurveRow)[name]
-    if typing.get_origin(hint) is typing.Union:  # Optional[X]
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    if typing.get_origin(hint) is list:
-        return pa.list_(_SCALARS[typing.get_args(hint)[0]])
-    return _SCALARS[hint]
-
-
-CURVE_SCHEMA = pa.schema([pa.field(f.name, _arrow_type(f.name)) for f in dataclasses.fields(CurveRow)])
+CURVE_SCHEMA = arrow_schema(CurveRow)
 
 
 def curves_path(results_dir: Path) -> Path:

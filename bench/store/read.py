@@ -17,9 +17,10 @@ import pyarrow.parquet as pq
 
 from bench.store.fragments import list_fragments
 from bench.store.layout import StoreError, results_path
-from bench.store.row import ARROW_SCHEMA
+from bench.store.records import from_columns
+from bench.store.row import ARROW_SCHEMA, ResultRow
 
-__all__ = ["read_history", "read_results", "latest_attempts", "read_table_file"]
+__all__ = ["read_history", "read_results", "latest_attempts", "read_table_file", "frame_rows"]
 
 
 def read_table_file(path: Path) -> Optional[pa.Table]:
@@ -91,3 +92,9 @@ def latest_attempts(history: pd.DataFrame) -> pd.DataFrame:
 def read_results(results_dir: Path) -> pd.DataFrame:
     """The latest attempt of each cell: what reports and tables are made of."""
     return latest_attempts(read_history(results_dir))
+
+
+def frame_rows(frame: pd.DataFrame) -> list[ResultRow]:
+    """Rows read back as ResultRow records (through Arrow: lists as lists, missing values as None)."""
+    records = pa.Table.from_pandas(frame, schema=ARROW_SCHEMA, preserve_index=False).to_pylist()
+    return [from_columns(ResultRow, record) for record in records]

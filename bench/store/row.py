@@ -3,15 +3,17 @@
 One row per grid cell x trial.  Every row carries what was measured and how:
 real or synthetic data, measured or extrapolated epochs, device names, thread
 counts, versions and commit, so a table can always say what it is built from.
+
+Rows are built from the cell's phase columns by `bench.store.records.from_columns`,
+which refuses a column not declared here; `slots` refuses a misspelled attribute too.
 """
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass, field
 from typing import Optional
 
-import pyarrow as pa
+from bench.store.identity import CellIdentity
+from bench.store.records import arrow_schema
 
 __all__ = ["SCHEMA_VERSION", "ResultRow", "ARROW_SCHEMA", "STATUSES"]
 
@@ -20,18 +22,10 @@ STATUSES = ("ok", "failed", "nan", "timeout", "killed")
 """Every status a row can have: "killed" is a cell process ended by a signal (e.g. the OOM killer)."""
 
 
-@dataclass
-class ResultRow:
-    # identity
-    cell_id: str
-    grid: str
-    method: str
-    model: str
-    dataset: str
+@dataclass(slots=True)
+class ResultRow(CellIdentity):
+    # identity: cell_id, grid, method, model, dataset, batch_size, devices, trial (CellIdentity), then
     data_kind: str  # "synthetic" | "real"
-    batch_size: int
-    devices: int
-    trial: int
     seed: int
     status: str = "ok"
     error: Optional[str] = None
@@ -126,20 +120,5 @@ class ResultRow:
     duration_s: Optional[float] = None
     schema_version: int = SCHEMA_VERSION
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
-
-def _arrow_type(annotation) -> pa.DataType:
-    hint = typing.get_type_hints(ResultRow)[annotation]
-    origin = typing.get_origin(hint)
-    if origin is typing.Union:  # Optional[X]
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-        origin = typing.get_origin(hint)
-    if origin is list:
-        return pa.list_(_SCALARS[typing.get_args(hint)[0]])
-    return _SCALARS[hint]
-
-
-_SCALARS = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
-ARROW_SCHEMA = pa.schema([pa.field(f.name, _arrow_type(f.name)) for f in dataclasses.fields(ResultRow)])
+ARROW_SCHEMA = arrow_schema(ResultRow)
