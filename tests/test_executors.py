@@ -1,4 +1,6 @@
 """Where stages run must not change what they compute; decoupled stages really overlap."""
+import threading
+
 import pytest
 import torch
 
@@ -82,9 +84,41 @@ def test_each_stage_gradient_comes_from_its_own_loss_only():
         assert torch.allclose(p_full.grad, p_alone.grad, atol=1e-7)
 
 
+class _MeetAt:
+    """A stage step that waits at `barrier` inside its `batch`-th step (its timed interval).
+
+    Two steps on different devices that meet at one barrier are busy at the same
+    time by construction, however the threads are scheduled; an executor that
+    joined its devices after every batch could never let them meet, and the
+    barrier's timeout fails the run instead of a race deciding it.
+    """
+
+    def __init__(self, step, batch: int, barrier: threading.Barrier):
+        self._step, self._batch, self._barrier, self._seen = step, batch, barrier, 0
+
+    def __getattr__(self, name):
+        return getattr(self._step, name)
+
+    def accept(self, x, y, chunk, chunks):
+        if self._seen == self._batch:
+            self._barrier.wait()
+        self._seen += 1
+        return self._step.accept(x, y, chunk, chunks)
+
+
 def test_pipelined_stages_overlap_in_time():
     """Stage 1 works on batch t while stage 0 already works on batch t+1 (not joined every batch)."""
-    _, record = _train("scpl", 2, [2, 2], _batches(n=6))
+    method = _fresh("scpl")
+    devs = resolve_devices(2, "cpu", threads_per_device=1)
+    method.place(stage_devices([2, 2], devs.devices))
+    meet = threading.Barrier(2, timeout=60)
+    steps = list(method.stage_steps())
+    steps[0] = _MeetAt(steps[0], batch=1, barrier=meet)  # device 0 on batch 1 ...
+    steps[2] = _MeetAt(steps[2], batch=0, barrier=meet)  # ... while device 1 is still on batch 0
+    try:
+        record = run_pipelined(steps, [2, 2], devs, _batches(n=6), warmup_steps=1)
+    except threading.BrokenBarrierError:
+        pytest.fail("device 0 never started batch 1 while device 1 worked on batch 0: stages joined every batch")
     by_device = {0: [], 1: []}
     for stage, batch, start, end in record.stage_intervals:
         by_device[0 if stage < 2 else 1].append((batch, start, end))
