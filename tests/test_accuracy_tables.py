@@ -10,7 +10,8 @@ from bench.report.accuracy_tables import (
     mark_significance,
     write_accuracy_tables,
 )
-from bench.store.parquet import append_rows, read_results
+from bench.store.fragments import append_rows
+from bench.store.read import read_results
 from bench.store.row import ResultRow
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from bench.grid import GridError, load_grid
 from bench.run.runner import run_grid
-from bench.store.parquet import read_results
+from bench.store.read import read_results
 from methods import list_methods
 
 METHODS = list_methods()  # every registered method, ContSup included

@@ -11,7 +11,8 @@ from bench.run.cli import add_run_arguments, launcher_from_args, slurm_options_f
 from bench.run.launchers import LocalLauncher, SubmititLauncher
 from bench.run.runner import run_grid
 from bench.run.slurm import TIME_MARGIN_MIN, SlurmOptions, parse_slurm_time, slurm_parameters
-from bench.store.parquet import list_fragments, read_history, read_results
+from bench.store.fragments import list_fragments
+from bench.store.read import read_history, read_results
 
 
 def _cell(devices=1, device_kind="cpu", timeout_s=600.0, threads=None):

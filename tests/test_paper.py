@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from bench.report.paper import base_dataset, compare, paper_items, recognise, write_paper_comparisons
-from bench.store.parquet import append_rows, read_results
+from bench.store.fragments import append_rows
+from bench.store.read import read_results
 from bench.store.row import ResultRow
 
 

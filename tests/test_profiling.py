@@ -3,8 +3,13 @@ import dataclasses
 import gzip
 import json
 
-import pytest
+import threading
 
+import pytest
+import torch
+import torch.profiler
+
+import bench.profiling.profiler as profiler_module
 from bench.cell.run import run_cell
 from bench.grid import Cell, CellSettings, GridError, load_grid
 from bench.grid.settings import ProfileSchedule
@@ -14,7 +19,9 @@ from bench.profiling.trace_events import find_trace_files, load_trace, load_trac
 from bench.profiling.trace_metrics import stage_lanes, summarize_trace
 from bench.report.figures import write_figures
 from bench.report.timeline import TimelinePanel, save_figure, timeline_figure
-from bench.store.parquet import append_rows, read_results
+from bench.store.fragments import append_rows
+from bench.store.read import read_results
+from methods.base import StageStep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -166,11 +173,70 @@ def _scpl_cell(profile):
     return Cell("prof", "scpl", "convnet", "cifar10@synthetic", 8, 2, 0, settings)
 
 
-def test_profiled_scpl_cell(tmp_path):
+class _MeetInTheRecordedWindow:
+    """Both stage workers of a profiled 2-device SCPL run busy at once inside the trace's window, by synchronisation.
+
+    While the profiler runs, device 1's first stage (stage 2), inside its labelled
+    forward on batch 1, waits until the profiler has stepped into its first active
+    step and then meets device 0's stage 0, inside its labelled forward on batch 2,
+    at a barrier: both labels are open at one instant of the recorded window,
+    however the threads are scheduled.  An executor that joined the devices after
+    every batch could never let them meet; the timeouts then fail the cell.
+    """
+
+    TIMEOUT_S = 60.0
+
+    def __init__(self) -> None:
+        self.armed, self.steps, self.calls = False, 0, {}
+        self.stepped = threading.Condition()
+        self.barrier = threading.Barrier(2, timeout=self.TIMEOUT_S)
+
+    def install(self, monkeypatch) -> None:
+        window, encode = self, StageStep.encode
+
+        class CountedProfile(torch.profiler.profile):
+            def __enter__(self):
+                window.armed, window.steps, window.calls = True, 0, {}
+                return super().__enter__()
+
+            def __exit__(self, *exc):
+                window.armed = False
+                return super().__exit__(*exc)
+
+            def step(self) -> None:
+                super().step()  # ProfilerStep#n starts in here
+                with window.stepped:
+                    window.steps += 1
+                    window.stepped.notify_all()
+
+        def meeting_encode(step, x, y):
+            window.arrive(step.index)
+            return encode(step, x, y)
+
+        monkeypatch.setattr(profiler_module, "profile", CountedProfile)
+        monkeypatch.setattr(StageStep, "encode", meeting_encode)
+
+    def arrive(self, stage: int) -> None:
+        """Called inside `stage{k}/forward` (StageStep.encode), in the stage's worker thread."""
+        if not self.armed:
+            return  # the timed steps and the unprofiled cell run as they are
+        batch = self.calls.get(stage, 0)
+        self.calls[stage] = batch + 1
+        if (stage, batch) == (2, 1):
+            with self.stepped:
+                if not self.stepped.wait_for(lambda: self.steps >= 1, timeout=self.TIMEOUT_S):
+                    raise AssertionError("the profiler never stepped into its first active step")
+            self.barrier.wait()
+        elif (stage, batch) == (0, 2):
+            self.barrier.wait()
+
+
+def test_profiled_scpl_cell(tmp_path, monkeypatch):
     """SCPL on 2 CPU devices: a trace from both stage workers with every phase, a timeline, and unchanged numbers."""
+    _MeetInTheRecordedWindow().install(monkeypatch)
     # two active steps: a window of one step may cut a fast stage's iteration in two
     row = run_cell(_scpl_cell({"wait": 0, "warmup": 1, "active": 2}), results_dir=tmp_path)
-    assert row.status == "ok"
+    assert row.status == "ok", row.error
     assert row.trace_dir.startswith("traces/")
     files = find_trace_files(tmp_path / row.trace_dir)
     assert len(files) == 1
@@ -187,7 +253,7 @@ def test_profiled_scpl_cell(tmp_path):
     assert any(e.phase == "COPY" for e in trace.phases)
     assert len(row.trace_stage_busy_s) == len(lanes) and min(row.trace_stage_busy_s) > 0
     assert 0.0 <= row.bubble_fraction < 1.0
-    assert row.overlap_fraction > 0.0  # the two stage workers were busy at the same time
+    assert row.overlap_fraction > 0.0  # the two stage workers were busy at the same time (they met, above)
     assert row.profiler_slowdown > 0 and row.profiled_step_median_s > 0
     assert len(row.step_times_s) == 2  # the timed steps are the timed steps only
 

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from bench.report.write import speedup_table, write_report
-from bench.store.parquet import append_rows, read_results
+from bench.store.fragments import append_rows
+from bench.store.read import read_results
 from bench.store.row import ResultRow
 from tests.conftest import ROOT
 

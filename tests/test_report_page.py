@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from bench.report.write import write_report
-from bench.store.parquet import append_rows, read_results
+from bench.store.fragments import append_rows
+from bench.store.read import read_results
 from tests.test_report import _row
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)

@@ -9,7 +9,7 @@ import time
 
 from bench.grid import load_grid
 from bench.run.runner import run_grid
-from bench.store.parquet import read_results
+from bench.store.read import read_results
 from bench.store.row import ARROW_SCHEMA
 from tests.conftest import ROOT
 
@@ -208,7 +208,7 @@ def test_exit_status_and_failure_summary(tmp_path):
 
 
 def test_retried_timeout_is_a_new_attempt_and_reports_use_the_latest(tmp_path, monkeypatch):
-    from bench.store.parquet import read_history
+    from bench.store.read import read_history
 
     for key, value in _fake_cell_env(tmp_path, "sleep").items():
         monkeypatch.setenv(key, value)

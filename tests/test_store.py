@@ -10,7 +10,9 @@ import pytest
 
 from bench.store.compact import compact
 from bench.store.layout import StoreError, check_results_dir, remove_stale_temps, writer_tag
-from bench.store.parquet import append_rows, finished_cell_ids, list_fragments, read_history, read_results
+from bench.run.retry import finished_cell_ids
+from bench.store.fragments import append_rows, list_fragments
+from bench.store.read import read_history, read_results
 from bench.store.row import ARROW_SCHEMA, SCHEMA_VERSION, ResultRow
 from tests.conftest import ROOT
 
@@ -24,7 +26,7 @@ def _row(cell_id, status="ok", attempt=None, **extra):
 WRITER = """
 import sys
 from pathlib import Path
-from bench.store.parquet import append_rows
+from bench.store.fragments import append_rows
 from bench.store.row import ResultRow
 folder, who = Path(sys.argv[1]), sys.argv[2]
 for i in range(50):

@@ -7,7 +7,8 @@ import pytest
 
 from bench.report.tta import curves_with_rows, first_reached, load_curves, tta_frame, tta_speedup_frame, write_tta
 from bench.report.variants import label_variants
-from bench.store.parquet import append_rows, read_results
+from bench.store.fragments import append_rows
+from bench.store.read import read_results
 from bench.store.row import ResultRow
 
 SETTINGS = json.dumps({"epochs": 4, "tta_targets": [0.5]})

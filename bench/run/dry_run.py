@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Iterable
 
 from bench.grid import Cell
+from bench.run.retry import DEFAULT_RETRY, cells_to_run
+from bench.store.read import latest_attempts, read_history
 
 __all__ = ["dry_run_text"]
 
@@ -19,16 +21,11 @@ def _configuration(cell_or_row: dict) -> tuple:
     return tuple(str(cell_or_row[k]) for k in ("method", "model", "dataset", "batch_size", "devices", "settings_json"))
 
 
-def dry_run_text(cells: Iterable[Cell], results_dir: Path, retry: str = "timeout") -> str:
+def dry_run_text(cells: Iterable[Cell], results_dir: Path, retry: str = DEFAULT_RETRY) -> str:
     """One line per cell (id, label, done or estimated time), then a summary line.
 
     "done" means a run with the same `--retry` would not start the cell again.
     """
-    import json
-
-    from bench.run.retry import cells_to_run
-    from bench.store.parquet import read_history
-
     cells = list(cells)
     history = read_history(results_dir) if Path(results_dir).exists() else None
     seconds: dict[tuple, list[float]] = {}
@@ -36,8 +33,6 @@ def dry_run_text(cells: Iterable[Cell], results_dir: Path, retry: str = "timeout
     if history is None or history.empty:
         done: set[str] = set()
     else:
-        from bench.store.read import latest_attempts
-
         status = dict(zip(*latest_attempts(history)[["cell_id", "status"]].to_dict("list").values()))
         will_run = {cell.cell_id for cell, _ in cells_to_run(cells, history, retry)}
         done = {cell.cell_id for cell in cells} - will_run
@@ -57,7 +52,7 @@ def dry_run_text(cells: Iterable[Cell], results_dir: Path, retry: str = "timeout
             continue
         key = _configuration({"method": cell.method, "model": cell.model, "dataset": cell.dataset,
                               "batch_size": cell.batch_size, "devices": cell.devices,
-                              "settings_json": json.dumps(cell.identity()["settings"], sort_keys=True)})
+                              "settings_json": cell.settings_json})
         if key in seconds:
             guess = sum(seconds[key]) / len(seconds[key])
             estimate += guess

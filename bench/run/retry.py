@@ -1,15 +1,16 @@
 """Which cells a (re)run runs: never-tried ones, plus those whose latest attempt `--retry` names."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 
 from bench.grid import Cell
-from bench.store.read import latest_attempts
+from bench.store.read import latest_attempts, read_results
 from bench.store.row import STATUSES
 
-__all__ = ["RETRY_POLICIES", "DEFAULT_RETRY", "cells_to_run"]
+__all__ = ["RETRY_POLICIES", "DEFAULT_RETRY", "cells_to_run", "finished_cell_ids"]
 
 RETRY_POLICIES: dict[str, tuple[str, ...]] = {
     "none": (),
@@ -35,3 +36,11 @@ def cells_to_run(cells: Iterable[Cell], history: pd.DataFrame, retry: str = DEFA
         elif latest[cell.cell_id] in RETRY_POLICIES[retry]:
             todo.append((cell, int(attempts[cell.cell_id]) + 1))
     return todo
+
+
+def finished_cell_ids(results_dir: Path, retry: Iterable[str] = RETRY_POLICIES[DEFAULT_RETRY]) -> set[str]:
+    """Cells whose latest attempt needs no rerun: any status except those in `retry`."""
+    frame = read_results(results_dir)
+    if frame.empty:
+        return set()
+    return set(frame.loc[~frame["status"].isin(list(retry)), "cell_id"])
