@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from bench.run.process_group import set_parent_death_signal
+from bench.store.layout import writer_tag
 
 __all__ = ["main", "PARENT_PID_ENV", "CELL_MODULE_ENV"]
 
@@ -30,7 +30,7 @@ CELL_MODULE_ENV = "SCPLBENCH_CELL_MODULE"
 def _remove_orphaned_scratch(cell_path: Path, runner_pid: int) -> None:
     """The runner's scratch folder is `.tmp/<host>-<pid>/`: ours to remove once that runner is dead."""
     scratch = cell_path.parent
-    if scratch.name == f"{socket.gethostname().replace('-', '_')}-{runner_pid}":
+    if scratch.name == writer_tag(runner_pid):
         shutil.rmtree(scratch, ignore_errors=True)
         try:
             scratch.parent.rmdir()  # .tmp/, if no other runner uses it

@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 __all__ = [
     "RESULTS_FILE", "ROWS_DIR", "TMP_DIR", "StoreError", "results_path", "rows_dir", "writer_tag",
@@ -42,9 +42,10 @@ def rows_dir(results_dir: Path) -> Path:
     return Path(results_dir) / ROWS_DIR
 
 
-def writer_tag() -> str:
-    """`<host>-<pid>`: names a writer's temp files, so stale ones can be told from live ones."""
-    return f"{socket.gethostname().replace('-', '_')}-{os.getpid()}"
+def writer_tag(pid: Optional[int] = None) -> str:
+    """`<host>-<pid>` of this process (or of `pid` on this host): names a writer's temp files and
+    scratch folder, so stale ones can be told from live ones. The host's own '-' become '_'."""
+    return f"{socket.gethostname().replace('-', '_')}-{os.getpid() if pid is None else pid}"
 
 
 def temp_name(final: Path) -> Path:
@@ -100,8 +101,8 @@ def _pid_alive(pid: int) -> bool:
 
 def _stale(tag: str, mtime: float) -> bool:
     """A temp tagged `<host>-<pid>` is stale when that process is gone (or, elsewhere, it is old)."""
-    host, _, pid = tag.rpartition("-")
-    if host == socket.gethostname().replace("-", "_") and pid.isdigit():
+    pid = tag.rpartition("-")[2]
+    if pid.isdigit() and tag == writer_tag(int(pid)):  # this host's
         return not _pid_alive(int(pid))
     return time.time() - mtime > _FOREIGN_TEMP_AGE_S
 
