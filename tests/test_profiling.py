@@ -2,7 +2,6 @@
 import dataclasses
 import gzip
 import json
-
 import threading
 
 import pytest
@@ -187,7 +186,7 @@ class _MeetInTheRecordedWindow:
     TIMEOUT_S = 60.0
 
     def __init__(self) -> None:
-        self.armed, self.steps, self.calls = False, 0, {}
+        self.armed, self.steps, self.calls, self.met = False, 0, {}, []
         self.stepped = threading.Condition()
         self.barrier = threading.Barrier(2, timeout=self.TIMEOUT_S)
 
@@ -227,13 +226,16 @@ class _MeetInTheRecordedWindow:
                 if not self.stepped.wait_for(lambda: self.steps >= 1, timeout=self.TIMEOUT_S):
                     raise AssertionError("the profiler never stepped into its first active step")
             self.barrier.wait()
+            self.met.append(stage)
         elif (stage, batch) == (0, 2):
             self.barrier.wait()
+            self.met.append(stage)
 
 
 def test_profiled_scpl_cell(tmp_path, monkeypatch):
     """SCPL on 2 CPU devices: a trace from both stage workers with every phase, a timeline, and unchanged numbers."""
-    _MeetInTheRecordedWindow().install(monkeypatch)
+    window = _MeetInTheRecordedWindow()
+    window.install(monkeypatch)
     # two active steps: a window of one step may cut a fast stage's iteration in two
     row = run_cell(_scpl_cell({"wait": 0, "warmup": 1, "active": 2}), results_dir=tmp_path)
     assert row.status == "ok", row.error
@@ -253,7 +255,8 @@ def test_profiled_scpl_cell(tmp_path, monkeypatch):
     assert any(e.phase == "COPY" for e in trace.phases)
     assert len(row.trace_stage_busy_s) == len(lanes) and min(row.trace_stage_busy_s) > 0
     assert 0.0 <= row.bubble_fraction < 1.0
-    assert row.overlap_fraction > 0.0  # the two stage workers were busy at the same time (they met, above)
+    assert sorted(window.met) == [0, 2]  # the two stage workers met inside the recorded window ...
+    assert row.overlap_fraction > 0.0  # ... so the trace shows them busy at the same time
     assert row.profiler_slowdown > 0 and row.profiled_step_median_s > 0
     assert len(row.step_times_s) == 2  # the timed steps are the timed steps only
 
