@@ -18,9 +18,10 @@ from models.partition import contiguous_balance, even_balance, validate_split
 if TYPE_CHECKING:
     from methods.base import Method
 
-__all__ = ["stage_devices", "measure_stage_costs", "measure_layer_costs", "choose_balance"]
+__all__ = ["stage_devices", "measure_stage_costs", "measure_layer_costs", "choose_balance", "BALANCE_PROBE_BATCHES"]
 
 PROFILE_SAMPLES = 64  # samples per profiled batch when balancing by measured time
+BALANCE_PROBE_BATCHES = 2  # batches (sliced to PROFILE_SAMPLES) timed to choose an "auto" balance
 
 
 def stage_devices(balance: Sequence[int], devices: Sequence[torch.device]) -> list[torch.device]:
@@ -91,7 +92,7 @@ def choose_balance(method: Method, num_devices: int, batches: Sequence, balance=
         return even_balance(num_stages, num_devices), None
     # Relative stage costs are what placement needs, and they hardly depend on the batch
     # size; profiling on a slice keeps a batch-512 cell from spending minutes on it.
-    sample = [(x[:PROFILE_SAMPLES], y[:PROFILE_SAMPLES]) for x, y in batches[:2]]
+    sample = [(x[:PROFILE_SAMPLES], y[:PROFILE_SAMPLES]) for x, y in batches[:BALANCE_PROBE_BATCHES]]
     if method.decoupled:
         costs = measure_stage_costs(method, sample)
     else:
