@@ -38,8 +38,12 @@ def _method(name: str, devices: int = 1):
     return method, device_set, balance
 
 
+def _named(method) -> list:
+    return [(f"{i}.{n}", p) for i, m in enumerate(method.modules()) for n, p in m.named_parameters()]
+
+
 def _params(method) -> dict:
-    return {f"{i}.{n}": p.detach().clone() for i, m in enumerate(method.modules()) for n, p in m.named_parameters()}
+    return {k: p.detach().clone() for k, p in _named(method)}
 
 
 def test_registry_holds_every_method_file():
@@ -60,6 +64,16 @@ def test_declares_its_options_and_execution(name):
     CellSettings(method_options={name: {}})
 
 
+def test_declares_how_the_report_shows_it():
+    """Each method's name, orders and colour are its own: no two methods share one (a subclass re-declares them)."""
+    classes = [method_class(n) for n in list_methods()]
+    assert all(cls.display_name and cls.colour for cls in classes)
+    for attribute in ("display_name", "paper_order", "report_order", "colour"):
+        values = [getattr(cls, attribute) for cls in classes]
+        assert len(set(values)) == len(values), f"two methods share a {attribute}: {values}"
+    assert {n for n in list_methods() if method_class(n).bp_gradient} == {"bp", "gpipe", "gpipe_dist", "ddp"}
+
+
 @pytest.mark.parametrize("name", list_methods())
 def test_trains_evaluates_and_counts(name):
     method, devices, balance = _method(name)
@@ -77,6 +91,14 @@ def test_trains_evaluates_and_counts(name):
     assert effective + affiliated <= sum(distinct.values())  # nothing counted twice
     if method.execution is not Execution.DECOUPLED:
         assert affiliated == 0
+    # every trained parameter belongs to one of its optimizers (which schedulers step and checkpoints save)
+    optimized = {id(p) for o in method.optimizers() for g in o.param_groups for p in g["params"]}
+    trained = [k for k, p in _named(method) if not torch.equal(before[k], p.detach())]
+    assert trained and all(id(dict(_named(method))[k]) in optimized for k in trained)
+    # its extra state goes into a method built the same way and comes back unchanged
+    twin, _, _ = _method(name)
+    twin.load_extra_state(method.extra_state())
+    assert twin.extra_state() == method.extra_state()
 
 
 DECOUPLED = [n for n in list_methods() if method_class(n).execution is Execution.DECOUPLED]
