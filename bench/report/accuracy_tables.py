@@ -25,33 +25,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from bench.report.baseline import base_method
+from bench.report.baseline import baseline_rows
+from bench.report.method_facts import display_name, paper_rank, uses_bp_gradient
 
-__all__ = ["PAPER_ORDER", "BP_GRADIENT", "ALPHA", "METRICS", "paper_name", "accuracy_stats", "mark_significance",
+__all__ = ["ALPHA", "METRICS", "accuracy_stats", "mark_significance",
            "markdown_accuracy", "latex_escape", "latex_accuracy", "write_accuracy_tables"]
 
-PAPER_ORDER = ["bp", "early_exit", "al", "scpl", "dascpl", "contsup", "scpl_gpipe", "gpipe", "gpipe_dist", "ddp"]
-BP_GRADIENT = {"bp", "gpipe", "gpipe_dist", "ddp"}  # BP's gradient, only scheduled differently: never bold
 ALPHA = 0.05
 METRICS = {"test_acc": ("", "test accuracy of the final head"),
            "test_acc_val_selected": ("_val_selected", "test accuracy of the checkpoint with the best validation "
                                                       "accuracy")}
-_NAMES = {"bp": "BP", "early_exit": "Early Exit", "al": "AL", "scpl": "SCPL", "dascpl": "DASCPL",
-          "contsup": "ContSup", "scpl_gpipe": "SCPL + GPipe", "gpipe": "GPipe", "gpipe_dist": "GPipe (distributed)",
-          "ddp": "DDP"}
-
-
-def paper_name(method: str) -> str:
-    """`SCPL` of `scpl`, `ContSup[context=R1E]` of `contsup[context=R1E]`: the paper's spelling, variants kept."""
-    base = base_method(method)
-    return _NAMES.get(base, base) + method[len(base):]
-
-
-def _rank(method: str) -> int:
-    base = base_method(method)
-    return PAPER_ORDER.index(base) if base in PAPER_ORDER else len(PAPER_ORDER)
-
-
 def accuracy_stats(rows: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
     """Mean, std (in %), n and the trials' values per model x method x devices (x batch size where it varies).
 
@@ -72,9 +55,9 @@ def accuracy_stats(rows: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame
         records.append(record)
     out = pd.DataFrame(records)
     several_devices = out["devices"].nunique() > 1
-    out["label"] = [paper_name(r.method) + (f" ({r.devices} dev)" if several_devices else "")
+    out["label"] = [display_name(r.method) + (f" ({r.devices} dev)" if several_devices else "")
                     + (f" b{r.batch_size}" if per_batch else "") for r in out.itertuples()]
-    out["_rank"] = out["method"].map(_rank)
+    out["_rank"] = out["method"].map(paper_rank)
     out = out.sort_values(["_rank", "method", "devices", "batch_size"]).drop(columns="_rank")
     return out.reset_index(drop=True)
 
@@ -96,12 +79,10 @@ def mark_significance(stats: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     per_batch = stats.groupby(["model", "method", "devices"]).size().max() > 1  # batch is part of the row key
     groups = ["model"] + (["batch_size"] if per_batch else [])
     for _, part in stats.groupby(groups, sort=False):
-        bp = part[(part["method"].map(base_method) == "bp") & (part["devices"] == 1)]
-        plain = bp[bp["method"] == "bp"]
-        bp = plain if not plain.empty else bp
+        bp = baseline_rows(part)
         bp_mean = float(np.mean([v for vs in bp["values"] for v in vs])) if not bp.empty else np.nan
         stats.loc[part.index, "bp_mean"] = bp_mean
-        rivals = part[~part["method"].map(base_method).isin(BP_GRADIENT)]
+        rivals = part[~part["method"].map(uses_bp_gradient).astype(bool)]  # BP's gradient: never bold
         if not math.isnan(bp_mean):
             stats.loc[rivals.index, "dagger"] = rivals["mean"] > bp_mean + 1e-9
         if rivals.empty:

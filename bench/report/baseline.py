@@ -15,8 +15,10 @@ import json
 
 import pandas as pd
 
-__all__ = ["TIME_SETTINGS", "TIME_COLUMNS", "base_method", "time_key", "with_bp_baseline"]
+__all__ = ["BASELINE_METHOD", "TIME_SETTINGS", "TIME_COLUMNS", "base_method", "is_baseline", "on_baseline",
+           "baseline_rows", "time_key", "with_bp_baseline"]
 
+BASELINE_METHOD = "bp"  # the method every speedup is measured against, on 1 device (the SCPL paper's reference)
 TIME_SETTINGS = ("views", "model_kwargs")  # settings that change the work of one step
 TIME_COLUMNS = ("device_kind", "threads_per_device")  # row columns that change the speed of the work
 _PAIR = ["model", "dataset", "batch_size"]
@@ -25,6 +27,23 @@ _PAIR = ["model", "dataset", "batch_size"]
 def base_method(label: str) -> str:
     """`bp` of `bp[lr=0.1]` (bench/report/variants.py labels)."""
     return str(label).split("[")[0]
+
+
+def is_baseline(method: str, devices: int) -> bool:
+    """Whether a row of `method` on `devices` is a baseline row: BP (or a BP variant) on 1 device."""
+    return base_method(method) == BASELINE_METHOD and devices == 1
+
+
+def on_baseline(frame: pd.DataFrame) -> pd.Series:
+    """Which rows of `frame` are baseline rows (`is_baseline`), as a boolean mask."""
+    return (frame["method"].map(base_method) == BASELINE_METHOD) & (frame["devices"] == 1)
+
+
+def baseline_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The baseline rows of `frame`; only the plain BP rows when there are BP variants (`bp[lr=..]`) too."""
+    rows = frame[on_baseline(frame)]
+    plain = rows[rows["method"] == BASELINE_METHOD]
+    return plain if not plain.empty else rows
 
 
 def time_key(row) -> str:
@@ -49,7 +68,7 @@ def with_bp_baseline(frame: pd.DataFrame) -> pd.DataFrame:
         ok["speedup"] = pd.Series(dtype=float)
         return ok
     ok["_time_key"] = [time_key(r) for _, r in ok.iterrows()]
-    bp = ok[(ok["method"].map(base_method) == "bp") & (ok["devices"] == 1)]
+    bp = ok[on_baseline(ok)]
     by_key = bp.groupby(_PAIR + ["_time_key"])["epoch_time_s"].mean()
     by_pair = {pair: part for pair, part in bp.groupby(_PAIR)}
     bases = []

@@ -25,16 +25,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.report.figure_guard import FigureLog  # noqa: E402
-from bench.report.figures import method_colour  # noqa: E402
+from bench.report.method_facts import method_colour, method_label  # noqa: E402
 
 __all__ = ["PREFERRED_TARGET", "curve_stats", "learning_curve_figure", "acc_speed_figure", "write_curves_figures"]
 
 PREFERRED_TARGET = "95 % of BP"
 _STYLES = ["-", "--", ":", "-."]
-
-
-def _label(method: str, devices: int) -> str:
-    return f"{method.upper() if method == 'bp' else method} ({devices} dev)"
 
 
 def _stem(model: str, dataset: str) -> str:
@@ -68,7 +64,7 @@ def learning_curve_figure(curves: pd.DataFrame, title: str):
         colour = method_colour(method)
         for ax, x in ((axes[0], line["wall_s"] / (60 if minutes else 1)), (axes[1], line["epoch"])):
             ax.plot(x, line["mean"], linestyle=style, marker="o", markersize=3, color=colour,
-                    label=_label(method, devices))
+                    label=method_label(method, devices, short=True))
             ax.fill_between(x, line["mean"] - line["std"], line["mean"] + line["std"], color=colour, alpha=0.2,
                             linewidth=0)
     axes[0].set_xlabel(f"training wall-clock ({'min' if minutes else 's'}, evaluation excluded)")
@@ -104,7 +100,7 @@ def acc_speed_figure(rows: pd.DataFrame, tta: pd.DataFrame, title: str):
     missed = []
     for (method, devices), part in ok.groupby(["method", "devices"], sort=True):
         acc = 100 * part["test_acc"]
-        colour, label = method_colour(method), _label(method, devices)
+        colour, label = method_colour(method), method_label(method, devices, short=True)
         axes[0].errorbar(part["epoch_time_s"].mean(), acc.mean(), xerr=part["epoch_time_s"].std(), yerr=acc.std(),
                          fmt="o", color=colour, capsize=3, label=label)
         axes[0].annotate(label, (part["epoch_time_s"].mean(), acc.mean()), xytext=(4, 4),

@@ -16,7 +16,8 @@ Per model/dataset pair:
 Training runs (curves.parquet) add learning curves and accuracy against speed
 (`curves_*`, `acc_speed_*`: bench/report/curves_figures.py, same colours).
 
-One colour per method in every figure (`method_colour`), whatever the grid.
+One colour per method in every figure, whatever the grid: the method's own
+(`colour` on its class, bench/report/method_facts.py).
 
 Where: `plots/<grid>/` for a results folder `results/<grid>` of this
 repository (the layout the Makefile and README use); for a results folder
@@ -42,6 +43,7 @@ from bench.profiling.profiler import trace_lanes  # noqa: E402
 from bench.profiling.trace_events import find_trace_files, load_trace_dir  # noqa: E402
 from bench.report.baseline import base_method, with_bp_baseline  # noqa: E402
 from bench.report.figure_guard import FigureLog  # noqa: E402
+from bench.report.method_facts import method_colour, method_label, report_rank  # noqa: E402
 from bench.report.timeline import TimelinePanel, timeline_figure  # noqa: E402
 from methods import UnknownMethodError  # noqa: E402
 
@@ -60,22 +62,6 @@ def plots_dir(results_dir: Path) -> Path:
 
 def _stem(model: str, dataset: str) -> str:
     return f"{model}_{dataset.replace('@', '-')}"
-
-
-def _method_label(method: str, devices: int) -> str:
-    return f"{method.upper() if method == 'bp' else method} ({devices} dev)"
-
-
-_PALETTE = sns.color_palette("tab10", 10)
-_FIXED = ["bp", "scpl", "gpipe", "gpipe_dist", "ddp", "scpl_gpipe", "dascpl", "al", "early_exit", "contsup"]
-
-
-def method_colour(method: str):
-    """The colour of a method (variants `bp[lr=..]` share their method's), the same in every figure."""
-    base = base_method(method)
-    if base in _FIXED:
-        return _PALETTE[_FIXED.index(base)]
-    return sns.color_palette("husl", 16)[sum(map(ord, base)) % 16]
 
 
 def _palette(methods) -> dict:
@@ -127,7 +113,7 @@ def epoch_time_figure(part: pd.DataFrame, title: str):
     """
     ok = part[(part["status"] == "ok") & part["epoch_time_s"].notna()].copy()
     ok["epoch_time_min"] = ok["epoch_time_s"] / 60.0
-    methods = list(ok["method"].unique())
+    methods = sorted(ok["method"].unique(), key=lambda m: (report_rank(m), m))
     grid = sns.catplot(data=ok, kind="bar", x="devices", y="epoch_time_min", hue="method", hue_order=methods,
                        palette=_palette(methods), col="batch_size", errorbar="sd", capsize=0.1,
                        sharey=False, height=3.2, aspect=0.9, legend=False)
@@ -193,7 +179,7 @@ def _timeline_panels(part: pd.DataFrame, results_dir: Path) -> list[TimelinePane
         except UnknownMethodError:  # results of a method no longer registered: one row per stage
             lanes = None
         fractions = fractions_text(row._asdict())
-        title = _method_label(row.method, row.devices) + (f" ({fractions})" if fractions else "")
+        title = method_label(row.method, row.devices, short=True) + (f" ({fractions})" if fractions else "")
         panels.append(TimelinePanel(title, load_trace_dir(folder), lanes))
     return panels
 

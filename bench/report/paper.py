@@ -23,6 +23,7 @@ from typing import Callable, Optional, Sequence
 import pandas as pd
 
 from bench.report.baseline import base_method, with_bp_baseline
+from bench.report.method_facts import display_name
 
 __all__ = ["PAPER_DATA", "SPEED_TOLERANCE", "ACCURACY_TOLERANCE_POINTS", "PAPER_SPEED_ROWS", "PaperItem",
            "Comparison", "base_dataset", "paper_items", "recognise", "compare", "provenance",
@@ -35,8 +36,6 @@ PAPER_SPEED_ROWS = [("bp", 1), ("gpipe", 1), ("gpipe", 2), ("gpipe", 4), ("scpl"
 TEXT_MODELS = ("lstm", "transformer")
 # Appendix A.3's only numbers for Figures 5-12: SCPL on 4 GPUs over BP on 1
 SCPL4_OVER_BP = {"vision": 2.0, "text": 1.6}
-_NAMES = {"bp": "BP", "gpipe": "GPipe", "scpl": "SCPL", "scpl_gpipe": "SCPL + GPipe", "ddp": "DDP",
-          "dascpl": "DASCPL", "gpipe_dist": "GPipe (distributed)", "al": "AL", "early_exit": "Early Exit"}
 
 
 @dataclass(frozen=True)
@@ -194,7 +193,7 @@ def recognise(frame: pd.DataFrame) -> list[PaperItem]:
 def _speed_label(method: str, devices: int, rows: pd.DataFrame, extra: bool) -> str:
     if base_method(method) == "bp" and devices == 1:
         return "BP"
-    name = _NAMES.get(method, method)
+    name = display_name(method)
     label = f"{name} ({devices} {_device_word(rows, devices)})"
     return label + " [extra]" if extra else label
 

@@ -31,7 +31,8 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from bench.report.baseline import base_method, time_key
+from bench.report.baseline import baseline_rows, is_baseline, time_key
+from bench.report.method_facts import method_label, report_rank
 
 __all__ = ["BP_FRACTIONS", "METRICS", "Target", "load_curves", "curves_with_rows", "first_reached", "targets_for",
            "tta_frame", "tta_table", "tta_speedup_frame", "tta_speedup_table", "write_tta"]
@@ -115,12 +116,10 @@ def _bp_final(frame: pd.DataFrame, curves: pd.DataFrame, pair: tuple, metric: st
     def bp_rows(data: pd.DataFrame) -> pd.DataFrame:
         if data.empty or not set(_PAIR) <= set(data.columns):
             return data.iloc[0:0]
-        mask = (data["method"].map(base_method) == "bp") & (data["devices"] == 1)
+        mask = pd.Series(True, index=data.index)
         for key, value in zip(_PAIR, pair):
             mask &= data[key] == value
-        rows = data[mask]
-        plain = rows[rows["method"] == "bp"]  # the plain BP run, when there are BP variants too
-        return plain if not plain.empty else rows
+        return baseline_rows(data[mask])  # the plain BP run, when there are BP variants too
 
     rows = bp_rows(frame[frame["status"] == "ok"] if "status" in frame else frame)
     if column in rows and rows[column].notna().any():
@@ -176,17 +175,6 @@ def tta_frame(frame: pd.DataFrame, curves: pd.DataFrame) -> tuple[pd.DataFrame, 
     return out, notes
 
 
-def _rank(method: str) -> int:
-    from bench.report.write import METHOD_ORDER  # write imports this module
-
-    base = base_method(method)
-    return METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER)
-
-
-def _label(method: str, devices: int) -> str:
-    return f"{method.upper() if method == 'bp' else method} ({devices} device{'s' if devices > 1 else ''})"
-
-
 def _seconds(value: float) -> str:
     return f"{value / 60:.1f} min" if value >= 120 else f"{value:.1f} s"
 
@@ -198,11 +186,11 @@ def tta_table(tta: pd.DataFrame) -> pd.DataFrame:
     """
     columns = list(dict.fromkeys(tta["target"]))
     runs = tta.drop_duplicates("cell_id").sort_values(["method", "devices", "trial"],
-                                                      key=lambda s: s.map(_rank) if s.name == "method" else s)
+                                                      key=lambda s: s.map(report_rank) if s.name == "method" else s)
     table = {}
     for run in runs.itertuples():
         mine = tta[tta["cell_id"] == run.cell_id].set_index("target")
-        table[f"{_label(run.method, run.devices)} trial {run.trial}"] = [
+        table[f"{method_label(run.method, run.devices)} trial {run.trial}"] = [
             f"{_seconds(mine.at[t, 'time_s'])} (ep {int(mine.at[t, 'epoch'])})" if mine.at[t, "reached"]
             else f"not reached ({run.epochs_run} ep)" for t in columns]
     return pd.DataFrame.from_dict(table, orient="index", columns=columns)
@@ -218,9 +206,7 @@ def tta_speedup_frame(tta: pd.DataFrame) -> pd.DataFrame:
                         trials_reached=("reached", "sum"), tta_mean_s=("time_s", "mean"),
                         tta_std_s=("time_s", "std")).reset_index()
     stats.loc[stats["trials_reached"] < stats["trials"], ["tta_mean_s", "tta_std_s"]] = np.nan
-    bp = stats[(stats["method"].map(base_method) == "bp") & (stats["devices"] == 1)]
-    plain = bp[bp["method"] == "bp"]
-    bp = plain if not plain.empty else bp
+    bp = baseline_rows(stats)
     bases = []
     for _, row in stats.iterrows():
         mine = bp
@@ -243,7 +229,7 @@ def tta_speedup_frame(tta: pd.DataFrame) -> pd.DataFrame:
 def tta_speedup_table(stats: pd.DataFrame) -> pd.DataFrame:
     """Rows "method (N devices)", columns the targets: "1.85x", BP "1x (time)", or why there is no number."""
     columns = list(dict.fromkeys(stats["target"]))
-    rows = sorted({(m, d) for m, d in zip(stats["method"], stats["devices"])}, key=lambda md: (_rank(md[0]), md[1]))
+    rows = sorted({(m, d) for m, d in zip(stats["method"], stats["devices"])}, key=lambda md: (report_rank(md[0]), md[1]))
     table = {}
     for method, devices in rows:
         cells = []
@@ -255,7 +241,7 @@ def tta_speedup_table(stats: pd.DataFrame) -> pd.DataFrame:
             r = mine.iloc[0]
             if r["trials_reached"] < r["trials"]:
                 cells.append(f"not reached by {r['trials'] - r['trials_reached']}/{r['trials']} trials")
-            elif base_method(method) == "bp" and devices == 1:
+            elif is_baseline(method, devices):
                 cells.append(f"1x ({_seconds(r['tta_mean_s'])})")
             elif not r["has_bp"]:
                 cells.append(f"({_seconds(r['tta_mean_s'])}; no BP baseline)")
@@ -263,7 +249,7 @@ def tta_speedup_table(stats: pd.DataFrame) -> pd.DataFrame:
                 cells.append(f"({_seconds(r['tta_mean_s'])}; BP did not reach it)")
             else:
                 cells.append(f"{r['speedup']:.2f}x")
-        table[_label(method, devices)] = cells
+        table[method_label(method, devices)] = cells
     return pd.DataFrame.from_dict(table, orient="index", columns=columns)
 
 

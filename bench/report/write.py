@@ -21,8 +21,9 @@ from pathlib import Path
 import pandas as pd
 
 from bench.report.accuracy_tables import write_accuracy_tables
-from bench.report.baseline import base_method, with_bp_baseline
+from bench.report.baseline import is_baseline, with_bp_baseline
 from bench.report.figure_guard import FigureLog
+from bench.report.method_facts import method_label, report_rank
 from bench.report.page import write_page
 from bench.report.paper import write_paper_comparisons
 from bench.report.tta import curves_with_rows, load_curves, write_tta
@@ -31,13 +32,6 @@ from bench.store.layout import StoreError
 from bench.store.read import read_results
 
 __all__ = ["speedup_table", "accuracy_table", "write_report", "markdown_table"]
-
-METHOD_ORDER = ["bp", "ddp", "gpipe", "gpipe_dist", "scpl", "scpl_gpipe", "dascpl", "al", "early_exit", "contsup"]
-
-
-def _method_rank(method: str) -> int:
-    base = method.split("[")[0]  # variants (bench/report/variants.py) sort with their method
-    return METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER)
 
 
 def _format_seconds(seconds: float) -> str:
@@ -56,17 +50,17 @@ def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
     grouped = ok.groupby(["method", "devices", "batch_size"])
     epochs, bases = grouped["epoch_time_s"].mean(), grouped["bp_epoch_time_s"].mean()
     batch_sizes = sorted(ok["batch_size"].unique())
-    rows = sorted({(m, d) for m, d, _ in epochs.index}, key=lambda md: (_method_rank(md[0]), md[1]))
+    rows = sorted({(m, d) for m, d, _ in epochs.index}, key=lambda md: (report_rank(md[0]), md[1]))
     table = {}
     for method, devices in rows:
-        label = f"{method.upper() if method == 'bp' else method} ({devices} device{'s' if devices > 1 else ''})"
+        label = method_label(method, devices)
         cells = []
         for b in batch_sizes:
             base = bases.get((method, devices, b))
             mine = epochs.get((method, devices, b))
             if mine is None or pd.isna(mine):
                 cells.append("–")
-            elif base_method(method) == "bp" and devices == 1:
+            elif is_baseline(method, devices):
                 cells.append(f"1x ({_format_seconds(mine)})")
             elif base is None or pd.isna(base):
                 cells.append(f"({_format_seconds(mine)}; no BP baseline)")
@@ -91,7 +85,7 @@ def accuracy_table(frame: pd.DataFrame, metric: str = "test_acc") -> pd.DataFram
         lambda r: f"{100 * r['mean']:.2f} ± {100 * (0 if pd.isna(r['std']) else r['std']):.2f} (n={r['count']})", axis=1
     )
     table = stats.pivot(index=["method", "devices", "batch_size"], columns="column", values="text").fillna("–")
-    return table.sort_index(key=lambda idx: idx.map(_method_rank) if idx.name == "method" else idx)
+    return table.sort_index(key=lambda idx: idx.map(report_rank) if idx.name == "method" else idx)
 
 
 def exits_tables(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
