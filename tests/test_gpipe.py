@@ -67,7 +67,7 @@ def test_torchgpipe_equals_bp(bp_after_one_step, chunks, balance):
     _assert_close(dict(gpipe.model.named_parameters()), bp_params, "torchgpipe parameters")
 
 
-def _run_process_method(method, devices, balance, batches):
+def _run_rank_method(method, devices, balance, batches):
     fn, args = method.rank_job(batches, balance, 0)
     results = run_ranks(fn, resolve_devices(devices, "cpu", threads_per_device=1), args, timeout_s=120)
     grads = {}
@@ -81,7 +81,7 @@ def test_distributed_pipelining_equals_bp(bp_after_one_step):
     bp_loss, bp_grads, bp_params = bp_after_one_step
     x, y = _batch()
     method = _fresh("gpipe_dist", chunks=4)
-    results, grads = _run_process_method(method, 2, [1, 3], [(x, y)])
+    results, grads = _run_rank_method(method, 2, [1, 3], [(x, y)])
     _assert_close(grads, bp_grads, "gpipe_dist gradient")
     method.absorb(results)
     _assert_close(dict(method.model.named_parameters()), bp_params, "gpipe_dist parameters")
@@ -100,7 +100,7 @@ def test_ddp_on_two_processes_equals_bp_on_one(bp_after_one_step):
     x, y = _batch()
     method = _fresh("ddp")
     before = copy.deepcopy(method.model.state_dict())
-    results, grads = _run_process_method(method, 2, [2, 2], [(x, y)])
+    results, grads = _run_rank_method(method, 2, [2, 2], [(x, y)])
     for name, tensor in method.model.state_dict().items():
         assert torch.equal(tensor, before[name]), "a rank changed the parent's weights in place"
     _assert_close(grads, bp_grads, "ddp gradient")
@@ -124,7 +124,7 @@ def test_untimed_steps_in_the_parent_then_ranks_continue_bp(name, options, balan
     method.place([torch.device("cpu")] * 4)
     for x, y in batches[:2]:
         method.train_step(x, y)
-    results, _ = _run_process_method(method, 2, balance, batches[2:])
+    results, _ = _run_rank_method(method, 2, balance, batches[2:])
     method.absorb(results)
     _assert_close(dict(method.model.named_parameters()), dict(bp.model.named_parameters()), f"{name} parameters")
 
@@ -223,7 +223,7 @@ def test_distributed_pipelining_on_text_equals_bp(bp_text_after_one_step, imdb_b
     """Tuple payloads between processes: shapes inferred, mask and empty entries without gradients."""
     bp_loss, bp_grads, bp_params = bp_text_after_one_step[model]
     method = _fresh_text("gpipe_dist", model, chunks=4, schedule=schedule)
-    results, grads = _run_process_method(method, len(balance), balance, [imdb_batch])
+    results, grads = _run_rank_method(method, len(balance), balance, [imdb_batch])
     _assert_close(grads, bp_grads, f"gpipe_dist {model} gradient")
     method.absorb(results)
     _assert_close(dict(method.model.named_parameters()), bp_params, f"gpipe_dist {model} parameters")
