@@ -26,11 +26,11 @@ MODULE = "scplbench_throwaway_methods"
 
 SOURCE = '''
 """Two throwaway methods: a local-loss one with extra stage state, and one that trains with BP's gradient."""
-import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods import DecoupledMethod, Method, StageStep, make_optimizer, register_method
+from methods import DecoupledMethod, StageStep, make_optimizer, register_method
+from methods.bp import BP
 from methods.predictors import make_predictor
 
 
@@ -83,30 +83,14 @@ class ThrowawayLocal(DecoupledMethod):
 
 
 @register_method("throwaway_bp")
-class ThrowawayBP(Method):
+class ThrowawayBP(BP):
+    """BP under another name: a subclass declares its own name, orders and colour."""
+
     display_name = "Throwaway BP"
     paper_order = 75
     report_order = 5
     colour = "#405060"
     bp_gradient = True
-
-    def __init__(self, model, config):
-        super().__init__(model, config)
-        self.optimizer = make_optimizer(model.parameters(), config)
-
-    def optimizers(self):
-        return [self.optimizer]
-
-    def place(self, stage_devices, balance=None):
-        self.model.to(stage_devices[0])
-
-    def train_step(self, x, y):
-        device = next(self.model.parameters()).device
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.model(x.to(device)), y.to(device))
-        loss.backward()
-        self.optimizer.step()
-        return float(loss.detach())
 '''
 
 GRID = """
