@@ -7,12 +7,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import torch
 
 from bench.cell.checkpoint import checkpoint_path
-from bench.cell.run import run_cell
+from bench.cell.phases import run_cell
 from bench.grid.cells import Cell
 from bench.grid.settings import CellSettings
 from bench.run.cell_process import cell_timeout_s
@@ -29,13 +30,37 @@ def _cell() -> Cell:
                 trial=0, settings=CellSettings(**SETTINGS))
 
 
-def _start(cell: Cell, work: Path, results: Path) -> tuple[subprocess.Popen, Path]:
+# The cell as the runner starts it, except that its first checkpoint, once saved, is announced in the file
+# named by CHECKPOINT_SAVED and the cell then waits: a SIGKILL lands between two checkpoints by construction.
+PAUSE_AFTER_FIRST_CHECKPOINT = """
+import os, runpy, time
+from pathlib import Path
+import bench.cell.checkpoint as checkpoint
+
+save = checkpoint.save_checkpoint
+
+def save_then_wait(path, method, schedulers, run):
+    saved = save(path, method, schedulers, run)
+    Path(os.environ["CHECKPOINT_SAVED"]).write_text(str(run.epoch))
+    time.sleep(600)
+    return saved
+
+checkpoint.save_checkpoint = save_then_wait  # before the training run imports it
+runpy.run_module("bench.cell", run_name="__main__", alter_sys=True)
+"""
+
+
+def _start(cell: Cell, work: Path, results: Path, saved: Optional[Path] = None) -> tuple[subprocess.Popen, Path]:
+    """The cell in its own process; with `saved`, it stops after its first checkpoint and announces it there."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "cell.json").write_text(cell.to_json())
     row = work / "row.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "bench.cell.run", str(work / "cell.json"), str(row), "",
-                             str(results)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    entry = ["-m", "bench.cell"] if saved is None else ["-c", PAUSE_AFTER_FIRST_CHECKPOINT]
+    if saved is not None:
+        env["CHECKPOINT_SAVED"] = str(saved)
+    proc = subprocess.Popen([sys.executable, *entry, str(work / "cell.json"), str(row), "", str(results)], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return proc, row
 
 
@@ -64,12 +89,12 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path):
     cell = _cell()
     whole = _finish(cell, tmp_path / "w1", tmp_path / "uninterrupted")
 
-    killed = tmp_path / "killed"
-    proc, row = _start(cell, tmp_path / "w2", killed)
+    killed, saved = tmp_path / "killed", tmp_path / "checkpoint-saved"
+    proc, row = _start(cell, tmp_path / "w2", killed, saved=saved)
     ckpt = checkpoint_path(killed, cell.cell_id)
     deadline = time.monotonic() + 240
-    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+    while not saved.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # the cell waits after its first checkpoint: nothing races here
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL and not row.exists(), "the cell finished before it could be killed"

@@ -9,7 +9,7 @@ import torch
 import torch.profiler
 
 import bench.profiling.profiler as profiler_module
-from bench.cell.run import run_cell
+from bench.cell.phases import run_cell
 from bench.grid import Cell, CellSettings, GridError, load_grid
 from bench.grid.settings import ProfileSchedule
 from bench.profiling.profiler import ProfileResult, profile_columns, trace_lanes

@@ -54,14 +54,32 @@ def test_failing_cells_become_rows_and_others_still_run(tmp_path):
     assert again.ran == 0 and again.skipped == 2
 
 
+# The cell module of a run that is killed mid-grid: the first cell runs for real, the next one says so in
+# SECOND_CELL_STARTED and waits, so the runner is killed with exactly one cell stored, by construction.
+FIRST_CELL_THEN_WAIT = """
+import json, os, runpy, time
+from pathlib import Path
+
+started = Path(os.environ["SECOND_CELL_STARTED"])
+first = started.with_name("first-cell-started")
+if not first.exists():
+    first.write_text("")
+    runpy.run_module("bench.cell", run_name="__main__", alter_sys=True)
+else:
+    started.write_text(json.dumps({"cell": os.getpid()}))
+    time.sleep(600)
+"""
+
+
 def test_killed_runner_resumes_without_losing_finished_cells(tmp_path):
     results = tmp_path / "res"
     cmd = [sys.executable, "run_matrix.py", "--grid", "smoke", "--results", str(results), "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and len(read_results(results)) < 1:
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # mid-grid, cell subprocess included
+    env = _cell_module_env(tmp_path, "firstcell", FIRST_CELL_THEN_WAIT)
+    env["SECOND_CELL_STARTED"] = str(tmp_path / "second-cell-started")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    _wait_for(tmp_path / "second-cell-started", within_s=240)
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-grid: the second cell's supervisor ends it (parent-death signal)
     proc.wait()
     finished = set(read_results(results)["cell_id"])
     assert 1 <= len(finished) < 4
@@ -74,7 +92,7 @@ def test_killed_runner_resumes_without_losing_finished_cells(tmp_path):
 
 
 # --- Faults of issue 11: every process a cell starts ends with it; exit status; retries; no leftovers.
-# A fake cell (SCPLBENCH_CELL_MODULE) stands in for bench.cell.run: it starts a grandchild, records
+# A fake cell (SCPLBENCH_CELL_MODULE) stands in for bench.cell: it starts a grandchild, records
 # the pids, and then sleeps, fails or writes an ok row, as FAKE_CELL_MODE says.
 
 FAKE_CELL = '''
@@ -101,12 +119,17 @@ else:
 '''
 
 
-def _fake_cell_env(tmp_path, mode):
-    (tmp_path / "fakecell.py").write_text(FAKE_CELL)
-    env = dict(os.environ, SCPLBENCH_CELL_MODULE="fakecell", FAKE_CELL_MODE=mode,
-               FAKE_CELL_PIDS=str(tmp_path / "pids.json"))
+def _cell_module_env(tmp_path, name, source):
+    """An environment in which the runner starts `source` (written to tmp_path/<name>.py) as each cell."""
+    (tmp_path / f"{name}.py").write_text(source)
+    env = dict(os.environ, SCPLBENCH_CELL_MODULE=name)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), str(ROOT), env.get("PYTHONPATH")]))
     return env
+
+
+def _fake_cell_env(tmp_path, mode):
+    return dict(_cell_module_env(tmp_path, "fakecell", FAKE_CELL), FAKE_CELL_MODE=mode,
+                FAKE_CELL_PIDS=str(tmp_path / "pids.json"))
 
 
 def _gone(pid, within_s=10.0):

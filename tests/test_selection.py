@@ -2,7 +2,7 @@
 import pytest
 
 from bench.cell.model_selection import SelectionCurve, segment_lengths
-from bench.cell.run import run_cell
+from bench.cell.phases import run_cell
 from bench.grid import Cell, CellSettings
 from bench.grid.feasibility import cell_problems
 from bench.grid.settings import settings_problems

@@ -9,7 +9,7 @@ import time
 import urllib.error
 import urllib.request
 
-from bench.cell.run import run_cell
+from bench.cell.phases import run_cell
 from bench.grid import Cell, CellSettings
 
 STARTUP_TIMEOUT_S = 60.0

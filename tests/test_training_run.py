@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.cell.run import build_and_place, prepare_data, run_cell
+from bench.cell.phases import build_method, place, prepare_data, run_cell
 from bench.cell.training_run import run_epochs
 from bench.execution.devices import resolve_devices
 from bench.grid import load_grid
@@ -32,7 +32,7 @@ def _trained(cell: Cell, results_dir=None):
     devices = resolve_devices(cell.devices, "cpu", s.threads_per_device)
     torch.manual_seed(cell.seed)
     data = prepare_data(cell, None)
-    placed = build_and_place(cell, data, devices, None)
+    placed = place(cell, build_method(cell, data, None), data, devices)
     return placed.method, run_epochs(cell, placed, data, results_dir)
 
 

@@ -13,10 +13,12 @@ from typing import Optional, Sequence
 
 import torch
 
+from bench.cell.model_selection import SelectionCurve
 from methods.exits import DEFAULT_POLICIES, choose_exits, parse_policy
 from models import count_parameters, payload_to
 
-__all__ = ["test_batches", "accuracy", "ExitReport", "evaluate_exits"]
+__all__ = ["test_batches", "accuracy", "test_accuracy", "ExitReport", "evaluate_exits", "EvalPoint", "evaluate_now",
+           "Evaluation"]
 
 
 def test_batches(dataset, batch_size: int, max_batches: Optional[int]) -> list:
@@ -40,6 +42,14 @@ def accuracy(method, batches: Sequence) -> tuple[float, int]:
     return correct / max(total, 1), total
 
 
+def test_accuracy(method, batches: Sequence) -> tuple[float, int]:
+    """`accuracy` on the test batches, refusing an empty test split (an accuracy of nothing is no number)."""
+    acc, samples = accuracy(method, batches)
+    if samples == 0:
+        raise ValueError("evaluation saw 0 test samples: the test split is empty")
+    return acc, samples
+
+
 @dataclass
 class ExitReport:
     exit_acc: list[float] = field(default_factory=list)
@@ -49,6 +59,10 @@ class ExitReport:
     policy_acc: list[float] = field(default_factory=list)
     policy_depth: list[float] = field(default_factory=list)  # mean exit number, 1-based
     policy_time_s: list[float] = field(default_factory=list)
+
+    def columns(self) -> dict:
+        """The row's exit columns: `exit_*` as named, the policy fields prefixed (`exit_policy_acc`, ...)."""
+        return {name if name.startswith("exit_") else f"exit_{name}": value for name, value in vars(self).items()}
 
 
 def _sync(device: torch.device) -> None:
@@ -99,3 +113,34 @@ def evaluate_exits(method, batches: Sequence, policies: Sequence[str] = DEFAULT_
         report.policy_depth.append(float((choice + 1).float().mean()))
         report.policy_time_s.append(float(torch.tensor(report.exit_time_s)[choice].mean()))
     return report
+
+
+@dataclass
+class EvalPoint:
+    """One evaluation of the deployed network: test (and hold-out) accuracy, and every exit's."""
+
+    test_acc: float
+    eval_samples: int
+    val_acc: Optional[float]
+    exits: Optional[ExitReport]
+
+
+def evaluate_now(method, test: Sequence, val: Optional[Sequence]) -> EvalPoint:
+    """Test accuracy, hold-out accuracy (None without a hold-out), then every exit: the order both modes use."""
+    acc, samples = test_accuracy(method, test)
+    val_acc = accuracy(method, val)[0] if val else None
+    return EvalPoint(acc, samples, val_acc, evaluate_exits(method, test))
+
+
+@dataclass
+class Evaluation:
+    """The row's accuracy columns: the deployed network after all training, the selection curve, the exits."""
+
+    test_acc: float
+    eval_samples: int
+    selection: SelectionCurve
+    exits: Optional[ExitReport]
+
+    def columns(self) -> dict:
+        exits = self.exits.columns() if self.exits is not None else {}
+        return {"test_acc": self.test_acc, "eval_samples": self.eval_samples, **self.selection.columns(), **exits}

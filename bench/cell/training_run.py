@@ -18,17 +18,22 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
 
 from bench.cell.checkpoint import RunState, checkpoint_path, load_checkpoint, remove_checkpoint, save_checkpoint
-from bench.cell.evaluation import ExitReport, accuracy, evaluate_exits
+from bench.cell.evaluation import EvalPoint, Evaluation, evaluate_now
 from bench.cell.model_selection import SelectionCurve
 from bench.cell.watchdog import EpochWatchdog
 from bench.execution.choice import run_training
 from bench.execution.devices import synchronize
 from bench.store.curves import CurveRow, append_curve
+from bench.store.records import from_columns
 from data.epochs import EpochStream
 from methods.schedules import current_lr, make_schedulers
+
+if TYPE_CHECKING:
+    from bench.cell.phases import CellData, PlacedMethod
+    from bench.grid import Cell
 
 __all__ = ["TimedFeed", "TrainingRun", "run_epochs"]
 
@@ -57,36 +62,37 @@ class TimedFeed:
 
 @dataclass
 class TrainingRun:
-    """What a training run measured: per-epoch times, the final evaluation, the selection curve."""
+    """What a training run measured: per-epoch times, the last evaluation, the selection curve, the curve rows."""
 
     epochs: int
     run: RunState
     selection: SelectionCurve
-    test_acc: float
-    eval_samples: int
-    exits: Optional[ExitReport]
+    final: EvalPoint  # after the last epoch
     steps_per_epoch: int
-    samples_per_step: int
     curve: list[CurveRow] = field(default_factory=list)
+
+    @property
+    def step_median_s(self) -> float:
+        """The median epoch over its steps: the step time a profiled run is compared with."""
+        return statistics.median(self.run.epoch_times_s) / self.steps_per_epoch
 
     def columns(self) -> dict:
         r = self.run
         times = r.epoch_times_s
         median = statistics.median(times)
-        out = {
-            "epochs": self.epochs, "epoch_times_s": times, "epoch_time_s": median, "epoch_time_kind": "measured",
+        return {
+            "epoch_times_s": times, "epoch_time_s": median, "epoch_time_kind": "measured",
             "train_wall_s": r.wall_s, "data_wait_s": sum(r.data_wait_s),
             "data_wait_fraction": sum(r.data_wait_s) / r.wall_s if r.wall_s > 0 else None,
             "throughput_samples_s": r.samples / r.wall_s if r.wall_s > 0 else None,
             "warmup_steps": 0, "timed_steps": self.epochs * self.steps_per_epoch,
             "step_time_median_s": median / self.steps_per_epoch, "timed_total_s": r.wall_s,
             "final_train_loss": r.last_loss, "resumed_from_epoch": r.resumed_from_epoch,
-            "test_acc": self.test_acc, "eval_samples": self.eval_samples, **self.selection.columns(),
         }
-        if self.exits is not None:
-            for name, value in vars(self.exits).items():
-                out[name if name.startswith("exit_") else f"exit_{name}"] = value
-        return out
+
+    def evaluation(self, method: Any, data: "CellData") -> Evaluation:
+        """The evaluation after the last epoch, made as the run ended (a training run evaluates as it goes)."""
+        return Evaluation(self.final.test_acc, self.final.eval_samples, self.selection, self.final.exits)
 
 
 def _selection_from(saved: dict) -> SelectionCurve:
@@ -97,14 +103,14 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def run_epochs(cell, placed, data, results_dir: Optional[Path]) -> TrainingRun:
+def run_epochs(cell: "Cell", placed: "PlacedMethod", data: "CellData", results_dir: Optional[Path]) -> TrainingRun:
     """Train `placed.method` for `cell.settings.epochs` epochs, resuming from a checkpoint if one exists.
 
     `data` is the cell's CellData (train split, validation and whole-test batches).
     Checkpoints and the curve fragment go under `results_dir` (none without it).
     """
     s = cell.settings
-    epochs = int(s.epochs)
+    epochs = int(s.epochs or 0)
     method, devices = placed.method, placed.devices
     schedulers = make_schedulers(method.optimizers(), s.lr_schedule, epochs, s.lr_min)
     ckpt = checkpoint_path(results_dir, cell.cell_id) if results_dir is not None else None
@@ -116,8 +122,8 @@ def run_epochs(cell, placed, data, results_dir: Optional[Path]) -> TrainingRun:
     stream = EpochStream(data.train_set, cell.batch_size, cell.seed, s.views, run.epoch + 1, epochs,
                          workers=s.data_workers, pin_memory=devices.kind == "cuda")
     steps_per_epoch = stream.batches_per_epoch
-    exits: Optional[ExitReport] = None
-    test_acc, eval_samples = (run.curve[-1]["test_acc"], 0) if run.curve else (0.0, 0)
+    identity = cell.row_identity.identity_columns()
+    final: Optional[EvalPoint] = None
     with EpochWatchdog(s.timeout_s) as watchdog:
         for epoch in range(run.epoch + 1, epochs + 1):
             watchdog.arm(epoch)
@@ -137,33 +143,27 @@ def run_epochs(cell, placed, data, results_dir: Optional[Path]) -> TrainingRun:
             run.data_wait_s.append(feed.wait_s)
             run.samples += samples
             run.last_loss = record.losses[-1]
-            row = CurveRow(
-                cell_id=cell.cell_id, grid=cell.grid, method=cell.method, model=cell.model, dataset=cell.dataset,
-                batch_size=cell.batch_size, devices=cell.devices, trial=cell.trial, epoch=epoch, wall_s=run.wall_s,
-                epoch_time_s=epoch_s, data_wait_s=feed.wait_s, samples_per_s=samples / epoch_s,
-                train_loss=_mean(record.losses), stage_losses=[_mean(k) for k in record.stage_losses], lr=lr,
-            )
+            columns = {
+                "epoch": epoch, "wall_s": run.wall_s, "epoch_time_s": epoch_s, "data_wait_s": feed.wait_s,
+                "samples_per_s": samples / epoch_s, "train_loss": _mean(record.losses),
+                "stage_losses": [_mean(k) for k in record.stage_losses], "lr": lr,
+            }
+            final = None
             if epoch % s.eval_every == 0 or epoch == epochs:
-                test_acc, eval_samples = accuracy(method, data.test_batches)
-                if eval_samples == 0:
-                    raise ValueError("evaluation saw 0 test samples: the test split is empty")
-                val_acc = accuracy(method, data.val_batches)[0] if data.val_batches else None
-                exits = evaluate_exits(method, data.test_batches)
-                row.test_acc, row.val_acc = test_acc, val_acc
-                row.exit_acc = list(exits.exit_acc) if exits is not None else []
-                selection.add(epoch * steps_per_epoch, test_acc, val_acc)
-            run.curve.append(row.to_dict())
+                final = evaluate_now(method, data.test_batches, data.val_batches)
+                exit_acc = list(final.exits.exit_acc) if final.exits is not None else []
+                columns |= {"test_acc": final.test_acc, "val_acc": final.val_acc, "exit_acc": exit_acc}
+                selection.add(epoch * steps_per_epoch, final.test_acc, final.val_acc)
+            run.curve.append(from_columns(CurveRow, identity, columns).to_dict())
             run.selection = vars(selection).copy()
             if ckpt is not None and (epoch % s.checkpoint_every == 0 or epoch == epochs):
                 save_checkpoint(ckpt, method, schedulers, run)
     stream.close()
-    if exits is None and run.curve:  # resumed after the last epoch: evaluate again (same numbers)
-        test_acc, eval_samples = accuracy(method, data.test_batches)
-        exits = evaluate_exits(method, data.test_batches)
-    curve = [CurveRow(**row) for row in run.curve]
+    if final is None:  # resumed after the last epoch: evaluate again (same numbers; the hold-out is not needed)
+        final = evaluate_now(method, data.test_batches, None)
+    curve = [from_columns(CurveRow, row) for row in run.curve]
     if results_dir is not None:
         append_curve(results_dir, curve)
         if not s.keep_checkpoints and ckpt is not None:
             remove_checkpoint(ckpt)
-    return TrainingRun(epochs, run, selection, test_acc, eval_samples, exits, steps_per_epoch,
-                       cell.batch_size * s.views, curve)
+    return TrainingRun(epochs, run, selection, final, steps_per_epoch, curve)

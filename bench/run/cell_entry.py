@@ -1,6 +1,6 @@
 """`python -m bench.run.cell_entry CELL.json ROW.json [DATA_ROOT] [RESULTS_DIR]`: a cell's group leader.
 
-A small supervisor (no torch import) that starts `python -m bench.cell.run` with the same
+A small supervisor (no torch import) that starts `python -m bench.cell` with the same
 arguments in its own process group and waits. It exists for the one case the runner cannot
 handle: the runner killed by SIGKILL. The kernel then sends this process SIGTERM (parent
 death signal), and it ends the whole group, rank processes included, and removes the
@@ -24,7 +24,7 @@ __all__ = ["main", "PARENT_PID_ENV", "CELL_MODULE_ENV"]
 PARENT_PID_ENV = "SCPLBENCH_RUNNER_PID"
 """Set by the runner: the pid this supervisor must outlive no more than."""
 CELL_MODULE_ENV = "SCPLBENCH_CELL_MODULE"
-"""The module run as the cell (default bench.cell.run); tests put a fake cell here."""
+"""The module run as the cell (default bench.cell: bench/cell/__main__.py); tests put a fake cell here."""
 
 
 def _remove_orphaned_scratch(cell_path: Path, runner_pid: int) -> None:
@@ -55,7 +55,7 @@ def main(argv: list[str]) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, end_group)
-    child.append(subprocess.Popen([sys.executable, "-m", os.environ.get(CELL_MODULE_ENV, "bench.cell.run"), *argv[1:]]))
+    child.append(subprocess.Popen([sys.executable, "-m", os.environ.get(CELL_MODULE_ENV, "bench.cell"), *argv[1:]]))
     code = child[0].wait()
     if code < 0:  # died by a signal: die by the same one, so the runner sees it (-9: OOM killer)
         signal.signal(-code, signal.SIG_DFL)
