@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from bench import REPO_ROOT
-from bench.benchmark.dry_run import dry_run_entry
+from bench.benchmark.dry_run_speed import dry_run_entry
 from bench.benchmark.executors import CONFIGS as EXECUTOR_CONFIGS
 from bench.benchmark.executors import executor_ratios
 from bench.benchmark.training import training_entries

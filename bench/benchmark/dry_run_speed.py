@@ -1,4 +1,6 @@
-"""How long `run_matrix.py --dry-run` takes on a 10,000-cell grid (target: 2 s).
+"""`make bench`: how long `run_matrix.py --dry-run` takes on a 10,000-cell grid (target: 2 s).
+
+The dry run itself is bench/run/dry_run.py; this module only times it.
 
 Why measure it: a user sizes and splits big grids with `--dry-run`, and every
 value of every cell is validated on load, so the check must stay cheap.  The
