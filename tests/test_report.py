@@ -126,3 +126,38 @@ def test_bp_baseline_ignores_settings_that_do_not_change_time(tmp_path):
     frame = with_bp_baseline(read_results(tmp_path)).set_index(["method", "devices"])
     assert frame.loc[("scpl", 2), "speedup"] == pytest.approx(2.0)
     assert frame.loc[("scpl", 1), "speedup"] == pytest.approx(0.25)  # BP's only key: used for a row it lacks
+
+
+def test_console_summary_is_speedup_health_and_where(tmp_path):
+    """The run's console: speedup table, counts of ok and not, where the rest is; no accuracy tables."""
+    from bench.report.write import write_report_files
+
+    _hand_made(tmp_path)
+    written = write_report_files(tmp_path)
+    console = written.console
+    assert "| scpl (2 devices) | 1.75x | 2.00x |" in console and "SYNTHETIC" in console
+    assert "cells: 7 ok, 1 failed" in console
+    assert f"report: {tmp_path / 'report.html'}" in console and "figure file(s) in" in console
+    assert "Test accuracy" not in console and "paper" not in console.lower()  # sampled, synthetic: in the files
+    assert "Test accuracy" in written.markdown and "Table 7" in written.markdown
+
+
+def test_console_compares_accuracy_with_the_paper_only_for_training_runs_on_real_data(tmp_path):
+    from bench.report.write import write_report_files
+
+    rows = [_row("bp", 1, 32, 100.0), _row("scpl", 2, 32, 50.0)]
+    for r in rows:
+        r.dataset, r.data_kind, r.epoch_time_kind = "cifar10", "real", "measured"
+    append_rows(tmp_path, rows)
+    assert "Table 7" in write_report_files(tmp_path).console
+
+
+def test_report_facts_of_an_unregistered_method_and_of_variants():
+    """Old results may name a method no longer registered: own name, last, a colour, not BP's gradient."""
+    from bench.report.method_facts import display_name, method_colour, report_rank, uses_bp_gradient
+
+    assert display_name("retired") == "retired" and not uses_bp_gradient("retired")
+    assert report_rank("retired") > max(report_rank(m) for m in ("bp", "scpl", "contsup", "ddp"))
+    assert method_colour("retired") is not None and method_colour("retired") == method_colour("retired[lr=1]")
+    assert display_name("contsup[context=R1E]") == "ContSup[context=R1E]" and uses_bp_gradient("gpipe[chunks=4]")
+    assert method_colour("bp[lr=0.1]") == method_colour("bp")

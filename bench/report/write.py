@@ -11,17 +11,20 @@ them: `paper_<item>.md/.csv` for each item of the SCPL paper the results cover
 time to accuracy and its speedup over BP (`tta*.md/.csv`, bench/report/tta.py),
 the paper's accuracy table form per dataset (`accuracy_paper_<dataset>.*`,
 bench/report/accuracy_tables.py) and `report.html`, one self-contained page of
-everything (bench/report/page.py).
+everything (bench/report/page.py).  `python -m bench.report` prints every table;
+a run (`run_matrix.py`) prints only the short summary of bench/report/console.py.
 """
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from bench.report.accuracy_tables import write_accuracy_tables
 from bench.report.baseline import is_baseline, with_bp_baseline
+from bench.report.console import console_summary, where_line
 from bench.report.figure_guard import FigureLog
 from bench.report.method_facts import method_label, report_rank
 from bench.report.page import write_page
@@ -31,7 +34,8 @@ from bench.report.variants import label_variants
 from bench.store.layout import StoreError
 from bench.store.read import read_results
 
-__all__ = ["speedup_table", "accuracy_table", "write_report", "markdown_table"]
+__all__ = ["speedup_table", "accuracy_table", "write_report", "write_report_files", "WrittenReport",
+           "markdown_table"]
 
 
 def _format_seconds(seconds: float) -> str:
@@ -169,13 +173,30 @@ def _write_all_figures(results_dir: Path, frame: pd.DataFrame, curves: pd.DataFr
     return figures, log
 
 
+@dataclass(frozen=True)
+class WrittenReport:
+    """What `write_report_files` wrote: every table as markdown, and the short summary a run ends with."""
+
+    markdown: str  # what `python -m bench.report` prints
+    console: str  # speedup tables, health, where the rest is (bench/report/console.py)
+
+
 def write_report(results_dir: Path) -> str:
     """Write every table (.md and .csv), the paper comparisons, the figures and report.html; return the markdown."""
+    return write_report_files(results_dir).markdown
+
+
+def write_report_files(results_dir: Path) -> WrittenReport:
+    """Write every table (.md and .csv), the paper comparisons, the figures and report.html.
+
+    Returns the whole markdown and the console summary (bench/report/console.py).
+    """
     results_dir = Path(results_dir)
     frame = label_variants(read_results(results_dir))
     if frame.empty:
-        return f"no results in {results_dir}"
+        return WrittenReport(f"no results in {results_dir}", f"no results in {results_dir}")
     out, sections = [], []
+    speedups, accuracy_comparisons, notes = [], [], []
     for (model, dataset), part in frame.groupby(["model", "dataset"], sort=True):
         table = speedup_table(part)
         if table.empty:
@@ -185,12 +206,14 @@ def write_report(results_dir: Path) -> str:
         text = f"**{_caption(part[part['status'] == 'ok'], model, dataset)}**\n\n{markdown_table(table, 'method')}\n"
         (results_dir / f"{stem}.md").write_text(text)
         out.append(text)
+        speedups.append(text)
         sections.append((f"Speedup: {model} on {dataset}", text))
     try:
         curves = curves_with_rows(load_curves(results_dir), frame)
     except (StoreError, OSError, ValueError) as exc:  # a broken curves file must not cost the other tables
         curves = pd.DataFrame()
         out.append(f"training curves not read: {exc}")
+        notes.append(out[-1])
     tta_sections, tta = write_tta(results_dir, frame, curves)
     for heading, text in tta_sections:
         sections.append((heading, text))  # beside the per-epoch speedup tables
@@ -232,6 +255,8 @@ def write_report(results_dir: Path) -> str:
         sections.append(("Early exits", text))
     for comparison in write_paper_comparisons(results_dir, frame):
         out.append(comparison.markdown)
+        if comparison.item.kind == "accuracy":
+            accuracy_comparisons.append(comparison.markdown)
         sections.append((f"Paper beside measured: {comparison.item.title}", comparison.markdown))
     failed = frame[frame["status"] != "ok"]
     if not failed.empty:
@@ -242,9 +267,11 @@ def write_report(results_dir: Path) -> str:
         out.append(f"{len(figures)} figure file(s) in {_plots_dir(results_dir)} (docs/PROFILING.md)")
     if log.failures:
         out.append(log.markdown())
+        notes.append(log.markdown())
     page = write_page(results_dir, frame, sections, figures, figure_failures=[str(f) for f in log.failures])
     out.append(f"report page: {page}")
-    return "\n".join(out)
+    where = where_line(results_dir, page, figures, _plots_dir(results_dir))
+    return WrittenReport("\n".join(out), console_summary(speedups, accuracy_comparisons, frame, notes, where))
 
 
 def main(argv: list[str]) -> int:

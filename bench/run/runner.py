@@ -103,8 +103,9 @@ def run_grid(
         if not pending:
             compact(results_dir)  # results.parquet holds every row once the run is over
             compact_curves(results_dir)  # and curves.parquet every training run's epochs
-    from bench.report.write import write_report
+    from bench.report.write import write_report_files
 
-    report = write_report(results_dir)  # tables (and figures) regenerated from everything measured so far
+    # tables (and figures) regenerated from everything measured so far; the console gets the short summary
+    report = write_report_files(results_dir).console
     return RunSummary(ran=len(todo), skipped=len(cells) - len(todo), statuses=statuses, report=report,
                       failures=_failures(cells, results_dir), pending=pending)
