@@ -2,8 +2,9 @@
 
 Subpackages, one concept each (data flows run_matrix -> bench -> methods/models/data):
     grid/        the grid YAML, its settings schema, expansion into cells, up-front checks
-    run/         running a grid: a child process per cell, timeouts, the result rows
-    cell/        one cell inside its process: data, build, train, time, evaluate, profile
+    run/         running a grid: a child process per cell, timeouts, retries, launchers
+    cell/        one cell inside its process: phases (data, build, place, train or sample, evaluate,
+                 profile) and its result row
     execution/   where and when stages run: devices, placement, the executors
     store/       the row schema and the parquet files rows land in
     profiling/   profiled runs under torch.profiler and reading their traces
