@@ -98,10 +98,7 @@ def test_killed_runner_resumes_without_losing_finished_cells(tmp_path):
 FAKE_CELL = '''
 import json, os, subprocess, sys, time
 from pathlib import Path
-from bench.grid import Cell
-from bench.store.row import ResultRow
 
-cell = Cell.from_json(Path(sys.argv[1]).read_text())
 mode = os.environ["FAKE_CELL_MODE"]
 grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
 Path(os.environ["FAKE_CELL_PIDS"]).write_text(json.dumps(
@@ -112,6 +109,10 @@ elif mode == "fail":
     print("fake cell failed on purpose", file=sys.stderr)
     sys.exit(3)
 else:
+    from bench.grid import Cell  # only here: the modes above are ready the moment they start
+    from bench.store.row import ResultRow
+
+    cell = Cell.from_json(Path(sys.argv[1]).read_text())
     row = ResultRow(cell_id=cell.cell_id, grid=cell.grid, method=cell.method, model=cell.model,
                     dataset=cell.dataset, data_kind="synthetic", batch_size=cell.batch_size,
                     devices=cell.devices, trial=cell.trial, seed=cell.seed, status="ok")
@@ -160,9 +161,35 @@ def _one_cell(timeout_s):
     return dataclasses.replace(cell, settings=replace(timeout_s=timeout_s))
 
 
+class _CellClock:
+    """An injected clock for the runner's limit on a cell (`Popen.wait(timeout=...)` on bench.run.cell_entry).
+
+    `run_out=True`: the limit is reached the moment the fake cell is ready (its pids
+    written, its grandchild started), whatever the limit says; `run_out=False`: the
+    clock stands still and the cell takes what it takes.  So a timeout neither races
+    the machine's process start-up nor costs the limit's seconds, and a cell that
+    must finish is never cut short by a slow machine.
+    """
+
+    def __init__(self, monkeypatch, ready, run_out=True):
+        self.ready, self.run_out = ready, run_out
+        real_wait = subprocess.Popen.wait
+
+        def wait(proc, timeout=None):
+            if timeout is None or "bench.run.cell_entry" not in proc.args:
+                return real_wait(proc, timeout)
+            if not self.run_out:
+                return real_wait(proc)
+            _wait_for(self.ready)
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+
+        monkeypatch.setattr(subprocess.Popen, "wait", wait)
+
+
 def test_timeout_ends_the_cells_whole_process_group(tmp_path, monkeypatch):
     for key, value in _fake_cell_env(tmp_path, "sleep").items():
         monkeypatch.setenv(key, value)
+    _CellClock(monkeypatch, ready=tmp_path / "pids.json")
     cell = _one_cell(2.0)
     summary = run_grid(load_grid("smoke"), tmp_path / "res", cells=[cell], progress=False)
     pids = json.loads((tmp_path / "pids.json").read_text())
@@ -235,9 +262,11 @@ def test_retried_timeout_is_a_new_attempt_and_reports_use_the_latest(tmp_path, m
 
     for key, value in _fake_cell_env(tmp_path, "sleep").items():
         monkeypatch.setenv(key, value)
+    clock = _CellClock(monkeypatch, ready=tmp_path / "pids.json")
     grid, cell = load_grid("smoke"), _one_cell(6.0)
     assert run_grid(grid, tmp_path, cells=[cell], progress=False).statuses == {"timeout": 1}
     monkeypatch.setenv("FAKE_CELL_MODE", "ok")
+    clock.run_out = False
     summary = run_grid(grid, tmp_path, cells=[cell], progress=False)  # default --retry timeout
     assert summary.ran == 1 and summary.exit_code == 0
     history = read_history(tmp_path)
