@@ -1,5 +1,6 @@
 """DASCPL: per-stage predictors on detached features, SupCon + CE stage loss,
 and dynamic layer accumulation (forward and reverse, in steps and in epochs)."""
+import copy
 import math
 
 import pytest
@@ -164,3 +165,32 @@ def test_the_head_never_trains_the_last_stage(name):
     for a, b in zip(full, torch.autograd.grad(supcon_loss(out.flatten(1), y), encoder_params)):
         assert torch.allclose(a, b, atol=1e-7)
     assert all(g.abs().sum() > 0 for g in full[len(encoder_params):])  # the head does learn
+
+
+def test_the_accumulation_clock_is_extra_state_a_resumed_method_goes_on_from():
+    """A method restored with the counters trains exactly as the one that kept running."""
+    batches = _batches(4)
+    running = _fresh(trigger_steps=[1, 2, 3])
+    for x, y in batches[:2]:
+        running.train_step(x, y)
+    state = running.extra_state()
+    assert state == {"stages": {k: {"calls": 2} for k in range(4)}}
+    resumed = _fresh(trigger_steps=[1, 2, 3])
+    for mine, theirs in zip(resumed.modules(), running.modules()):
+        mine.load_state_dict(theirs.state_dict())
+    for mine, theirs in zip(resumed.optimizers(), running.optimizers()):
+        mine.load_state_dict(copy.deepcopy(theirs.state_dict()))  # else both would step the same moments
+    resumed.load_extra_state(state)
+    for x, y in batches[2:]:
+        assert resumed.train_step(x, y) == running.train_step(x, y)
+    assert resumed.extra_state() == running.extra_state()
+
+
+def test_the_cell_supplies_steps_per_epoch_only_for_trigger_epochs():
+    from methods import method_class
+
+    dascpl = method_class("dascpl")
+    assert dascpl.harness_options({"trigger_epochs": [1, 2, 2]}, steps_per_epoch=7) == {
+        "trigger_epochs": [1, 2, 2], "steps_per_epoch": 7}
+    assert dascpl.harness_options({"trigger_steps": [1, 2, 3]}, steps_per_epoch=7) == {"trigger_steps": [1, 2, 3]}
+    assert method_class("scpl").harness_options({}, steps_per_epoch=7) == {}

@@ -112,6 +112,26 @@ def test_headers_round_trip_tensors_and_text_payloads():
         assert type(x2) is type(x) and y2.shape == y.shape
 
 
+def test_a_stages_extra_state_comes_back_from_its_rank(monkeypatch):
+    """DASCPL's accumulation clock crosses the process boundary like its parameters (one in-process
+    torchrun-style rank: the same rank loop and absorb, no spawn)."""
+    from bench.execution.ranks import free_port
+
+    for name, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1"),
+                        ("MASTER_PORT", str(free_port()))):
+        monkeypatch.setenv(name, value)
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(6, 3, 8, 8, generator=g), torch.randint(0, 3, (6,), generator=g)) for _ in range(3)]
+    torch.manual_seed(123)
+    net = create_model("convnet", num_classes=10, image_size=8)  # small: the clock is what is checked
+    method = create_method("dascpl", net, MethodConfig(projector="i", options={"trigger_steps": [1, 2, 3]}))
+    reference = copy.deepcopy(method)
+    run_sequential(reference, batches, resolve_devices(1, "cpu", threads_per_device=1), warmup_steps=0)
+    run_distributed_pipeline(method, [4], resolve_devices(1, "cpu", threads_per_device=1), batches, warmup_steps=0)
+    assert method.extra_state() == reference.extra_state() == {"stages": {k: {"calls": 3} for k in range(4)}}
+    assert all(torch.equal(a, b) for a, b in zip(_params(reference), _params(method)))
+
+
 def test_torchrun_is_detected_from_the_environment(monkeypatch):
     assert not launched_by_torchrun()
     monkeypatch.setenv("RANK", "0")
