@@ -145,7 +145,7 @@ class DASCPL(ExitsMixin, DecoupledMethod):
     @classmethod
     def harness_options(cls, options: dict, *, steps_per_epoch: int) -> dict:
         """Epoch triggers count batches of the split actually trained on, which only the cell knows."""
-        if options.get("trigger_epochs") is None:
+        if cls.Options.model_validate(options).trigger_epochs is None:
             return options
         return {**options, "steps_per_epoch": steps_per_epoch}
 
