@@ -1,4 +1,5 @@
 """Rows are typed records: built from columns by one function that refuses mistakes; the runner's rows need no torch."""
+import dataclasses
 import subprocess
 import sys
 
@@ -19,8 +20,10 @@ def test_a_misspelled_column_is_an_error_where_the_row_is_built():
     with pytest.raises(ColumnError, match="'test_ac' is not a column.*did you mean 'test_acc'"):
         from_columns(ResultRow, cell_columns(CELL), {"test_ac": 0.5})
     row = failed_row(CELL, "failed", "boom")
-    with pytest.raises(AttributeError):
-        row.test_ac = 0.5  # type: ignore[attr-defined]  # slots: no silent new attribute either
+    with pytest.raises(AttributeError):  # slots: no attribute written after the fact that is not a column
+        row.test_ac = 0.5  # type: ignore[attr-defined]
+    with pytest.raises(dataclasses.FrozenInstanceError):  # a cell's id is a hash of the rest: it is read-only
+        CELL.devices = 1
 
 
 def test_a_column_written_twice_or_of_the_wrong_type_is_an_error():
@@ -35,14 +38,14 @@ def test_a_column_written_twice_or_of_the_wrong_type_is_an_error():
 
 
 def test_identity_is_one_type_shared_by_the_cell_and_both_row_types():
-    identity = CELL.row_identity
-    names = list(identity.identity_columns())
+    names = list(CELL.identity_columns())
     assert names == ["cell_id", "grid", "method", "model", "dataset", "batch_size", "devices", "trial"]
-    assert identity.cell_id == CELL.cell_id and identity.trial == 1
-    assert issubclass(ResultRow, CellIdentity) and issubclass(CurveRow, CellIdentity)
+    assert all(issubclass(kind, CellIdentity) for kind in (Cell, ResultRow, CurveRow))
     assert ARROW_SCHEMA.names[:len(names)] == names and CURVE_SCHEMA.names[:len(names)] == names
+    assert dataclasses.replace(CELL, devices=1).cell_id != CELL.cell_id  # the id follows the axes
+    assert Cell.from_json(CELL.to_json()) == CELL and Cell.from_json(CELL.to_json()).cell_id == CELL.cell_id
     row = failed_row(CELL, "timeout", "too slow", 3.0)
-    assert row.identity_columns() == identity.identity_columns() and row.data_kind == "synthetic"
+    assert row.identity_columns() == CELL.identity_columns() and row.data_kind == "synthetic"
     assert (row.seed, row.status, row.error, row.duration_s) == (1, "timeout", "too slow", 3.0)
 
 

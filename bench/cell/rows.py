@@ -31,7 +31,7 @@ def cell_columns(cell: Cell, started_at: Optional[str] = None) -> dict[str, Any]
 
     s = cell.settings
     return {
-        **cell.row_identity.identity_columns(), "data_kind": get_spec(cell.dataset).kind, "seed": cell.seed,
+        **cell.identity_columns(), "data_kind": get_spec(cell.dataset).kind, "seed": cell.seed,
         "epochs": s.epochs, "settings_json": cell.settings_json, "noise_rate": s.noise_rate,
         "val_fraction": s.val_fraction, "started_at": started_at or utc_now(), **provenance(),
     }

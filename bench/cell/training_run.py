@@ -122,7 +122,7 @@ def run_epochs(cell: "Cell", placed: "PlacedMethod", data: "CellData", results_d
     stream = EpochStream(data.train_set, cell.batch_size, cell.seed, s.views, run.epoch + 1, epochs,
                          workers=s.data_workers, pin_memory=devices.kind == "cuda")
     steps_per_epoch = stream.batches_per_epoch
-    identity = cell.row_identity.identity_columns()
+    identity = cell.identity_columns()
     final: Optional[EvalPoint] = None
     with EpochWatchdog(s.timeout_s) as watchdog:
         for epoch in range(run.epoch + 1, epochs + 1):

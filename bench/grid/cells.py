@@ -28,7 +28,7 @@ import hashlib
 import itertools
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -95,16 +95,30 @@ class _Axes(BaseModel):
         return values
 
 
-@dataclass(frozen=True)
-class Cell:
-    grid: str
-    method: str
-    model: str
-    dataset: str
-    batch_size: int
-    devices: int
-    trial: int
+@dataclass
+class Cell(CellIdentity):
+    """A point of the grid: its identity (the axes, and `cell_id` hashed from them and the settings) and settings.
+
+    Built as Cell(grid, method, model, dataset, batch_size, devices, trial, settings); `cell_id` is not
+    an argument but computed from the rest (`identity()`), once, so a rerun finds finished cells by it.
+    """
+
+    cell_id: str = field(init=False, repr=False, compare=False)
     settings: CellSettings
+
+    def __post_init__(self) -> None:
+        blob = json.dumps(self.identity(), sort_keys=True, default=str)
+        self.cell_id = hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Read-only once built (the id hashes the rest); `dataclasses.replace` makes a changed copy."""
+        if hasattr(self, "cell_id"):  # set last, by __post_init__
+            raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}: a Cell is read-only")
+        object.__setattr__(self, name, value)
+
+    def __reduce__(self) -> tuple:
+        """Copies and pickles go through the constructor (and so through the read-only guard's order)."""
+        return Cell.from_json, (self.to_json(),)
 
     @property
     def seed(self) -> int:
@@ -119,7 +133,8 @@ class Cell:
 
     @functools.cached_property
     def _identity(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("grid", "settings")}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+             if f.name not in ("cell_id", "grid", "settings")}
         settings = self.settings.as_dict()
         settings.pop("timeout_s")
         settings["method_options"] = self.settings.options_for(self.method)  # only what this method reads
@@ -131,18 +146,6 @@ class Cell:
         d["settings"] = settings
         return d
 
-    @functools.cached_property
-    def cell_id(self) -> str:
-        """A hash of `identity()`: a rerun finds finished cells by it (computed once per cell)."""
-        blob = json.dumps(self.identity(), sort_keys=True, default=str)
-        return hashlib.sha1(blob.encode()).hexdigest()[:12]
-
-    @property
-    def row_identity(self) -> CellIdentity:
-        """The identity columns every row of this cell starts with (results and curves)."""
-        return CellIdentity(self.cell_id, self.grid, self.method, self.model, self.dataset, self.batch_size,
-                            self.devices, self.trial)
-
     @property
     def settings_json(self) -> str:
         """The settings part of `identity()` as stored in a row's `settings_json` (sorted keys)."""
@@ -153,7 +156,7 @@ class Cell:
         return f"{self.method}/{self.model}/{self.dataset}/b{self.batch_size}/d{self.devices}/t{self.trial}"
 
     def to_json(self) -> str:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         d["settings"] = self.settings.as_dict()
         return json.dumps(d)
 

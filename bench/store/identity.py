@@ -1,9 +1,13 @@
 """Which cell a stored row belongs to: the identity columns, declared once.
 
-A result row (row.py) and a training-curve row (curves.py) both start with
-these columns, so either file joins the other on `cell_id` and filters by the
-grid's axes without a lookup; both row types inherit them from here, and the
-cell (bench/grid/cells.py) hands out its own as `Cell.row_identity`.
+The grid's cell (bench/grid/cells.py: identity + settings), a result row
+(row.py) and a training-curve row (curves.py) all inherit these fields, so each
+is declared once, and both parquet files start with these columns: either joins
+the other on `cell_id` and filters by the grid's axes without a lookup.
+
+Not frozen, because rows are records callers fill in (a dataclass hierarchy is
+frozen or not as a whole); the Cell refuses changes itself, its id being a hash
+of the rest.
 
 No pyarrow and no torch here: the grid imports this module on load.
 """
@@ -18,10 +22,7 @@ __all__ = ["CellIdentity"]
 
 @dataclass(slots=True)
 class CellIdentity:
-    """A cell's id (a hash of everything that determines its measurement) and its grid axes.
-
-    Not frozen: the row types inherit these fields and rows are filled in as a cell runs.
-    """
+    """A cell's id (a hash of everything that determines its measurement) and its grid axes."""
 
     cell_id: str
     grid: str
