@@ -1,4 +1,5 @@
-"""Shared test set-up: the repository root on sys.path, one intra-op thread for determinism."""
+"""Shared test set-up: the repository root on sys.path, one intra-op thread for determinism,
+slow tests first, and a launcher that runs a grid's cells in the test process."""
 import sys
 from pathlib import Path
 
@@ -17,3 +18,39 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `slow` (cells, grids, processes) run first, in file order, the rest after.
+
+    With `-n 2` (pytest-xdist, `make test`) the longest tests then start early
+    and the short ones fill in at the end, so no worker is left alone with a
+    minute-long test while the other idles.  A stable sort: every worker
+    collects the same order, as xdist requires.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+class InProcessLauncher:
+    """Runs each cell of `run_grid` in the test process, one after another.
+
+    For tests whose point is what the cells compute and what the runner does with
+    their rows (selection, store, summary, report), not the cell's own process:
+    that is `LocalLauncher`'s, tested in tests/test_runner.py.  Here no fresh
+    interpreter imports torch for every cell (seconds each on 2 cores).  A cell
+    that raises fails the test with its traceback.
+    """
+
+    def in_flight(self, results_dir: Path) -> set:
+        return set()
+
+    def launch(self, todo, ctx, on_row) -> int:
+        from bench.cell.phases import run_cell
+        from bench.store.fragments import append_rows
+
+        for cell, attempt in todo:
+            row = run_cell(cell, ctx.data_root, ctx.results_dir)
+            row.attempt = attempt
+            append_rows(ctx.results_dir, [row])
+            on_row(row)
+        return 0

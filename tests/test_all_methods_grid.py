@@ -14,6 +14,7 @@ from bench.grid import GridError, load_grid
 from bench.run.runner import run_grid
 from bench.store.read import read_results
 from methods import list_methods
+from tests.conftest import InProcessLauncher
 
 METHODS = list_methods()  # every registered method, ContSup included
 
@@ -70,12 +71,17 @@ def test_cells_that_cannot_run_are_refused_with_the_reason(tmp_path, methods, ba
         _grid(tmp_path, methods, batch, **extra)
 
 
+@pytest.mark.slow
 def test_subset_runs_ok_on_two_devices(tmp_path):
-    """One cell per execution path; `train_steps: 1` also exercises untimed training before process ranks."""
+    """One cell per execution path; `train_steps: 1` also exercises untimed training before process ranks.
+
+    The cells run in this process (the runner's own cell processes are tests/test_runner.py's subject);
+    the rank methods still start their rank processes.
+    """
     grid = _grid(tmp_path, ["ddp", "gpipe_dist", "al", "dascpl", "scpl_gpipe"])
     cells = [c for c in grid.cells if c.devices == 2]
     two_view = [c for c in _grid(tmp_path, ["scpl"], loss="ntxent", views=2, name="n").cells if c.devices == 1]
-    summary = run_grid(grid, tmp_path / "res", cells=cells + two_view, progress=False)
+    summary = run_grid(grid, tmp_path / "res", cells=cells + two_view, progress=False, launcher=InProcessLauncher())
     frame = read_results(tmp_path / "res")
     failures = frame[frame.status != "ok"][["method", "devices", "error"]].to_dict("records")
     assert summary.statuses == {"ok": len(cells) + 1}, failures
