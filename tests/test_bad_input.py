@@ -118,6 +118,7 @@ def test_every_problem_is_listed_at_once(tmp_path):
     assert keys == ["settings.lr", "settings.optimizer", "settings.queue_depth"]
 
 
+@pytest.mark.slow
 def test_cli_prints_every_problem_one_line_each_and_exits_2(tmp_path):
     path = tmp_path / "g.yaml"
     path.write_text(BASE + "  lr: fast\n  views: 3\n")
@@ -146,6 +147,7 @@ def test_settings_reference_in_docs_equals_the_schema():
         "regenerate docs/SETTINGS.md from bench.grid.settings.settings_reference()"
 
 
+@pytest.mark.slow
 def test_corrupt_results_file_is_one_line_exit_2_in_dry_run_too(tmp_path):
     path = tmp_path / "g.yaml"
     path.write_text(BASE)

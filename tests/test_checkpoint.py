@@ -85,6 +85,7 @@ def _equal(a, b) -> bool:
     return a == b
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path):
     cell = _cell()
     whole = _finish(cell, tmp_path / "w1", tmp_path / "uninterrupted")
@@ -125,6 +126,7 @@ def test_finished_runs_remove_their_checkpoint_and_timeouts_are_per_epoch(tmp_pa
     assert cell_timeout_s(dataclasses.replace(cell, settings=cell.settings.replace(epochs=None))) == 60.0
 
 
+@pytest.mark.slow
 def test_rank_method_training_run_checkpoints_its_optimizer_and_resumes(tmp_path):
     """DDP trains in rank processes, one job per epoch: its Adam state comes back and is checkpointed."""
     import torch

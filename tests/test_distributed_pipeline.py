@@ -39,6 +39,7 @@ def _not_under_torchrun(monkeypatch):
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_equal_the_sequential_run_bit_for_bit():
     batches = _batches()
     method = _fresh()
@@ -73,6 +74,7 @@ def test_two_gloo_processes_equal_the_sequential_run_bit_for_bit():
     )
 
 
+@pytest.mark.slow
 def test_a_failing_rank_is_raised_not_hung():
     method = _fresh()
     devices = resolve_devices(2, "cpu", threads_per_device=1)
@@ -81,6 +83,7 @@ def test_a_failing_rank_is_raised_not_hung():
         run_distributed_pipeline(method, [2, 2], devices, bad, warmup_steps=0, timeout_s=120)
 
 
+@pytest.mark.slow
 def test_a_nonfinite_loss_keeps_its_status():
     method = _fresh()
     devices = resolve_devices(2, "cpu", threads_per_device=1)
@@ -140,6 +143,7 @@ def test_torchrun_is_detected_from_the_environment(monkeypatch):
     assert launched_by_torchrun()
 
 
+@pytest.mark.slow
 def test_profiled_ranks_write_one_trace_each_and_leave_the_method_alone(tmp_path):
     from bench.profiling.profiler import profiled_rank
     from bench.profiling.trace_events import load_trace_dir

@@ -76,6 +76,7 @@ def _run_rank_method(method, devices, balance, batches):
     return results, grads
 
 
+@pytest.mark.slow
 def test_distributed_pipelining_equals_bp(bp_after_one_step):
     """One process per stage group (gloo), 4 micro-batches, uneven split: BP's numbers."""
     bp_loss, bp_grads, bp_params = bp_after_one_step
@@ -88,6 +89,7 @@ def test_distributed_pipelining_equals_bp(bp_after_one_step):
     assert record_from_ranks(results, 0).losses[0] == pytest.approx(bp_loss, abs=TOL)
 
 
+@pytest.mark.slow
 def test_ddp_on_two_processes_equals_bp_on_one(bp_after_one_step):
     """Each rank sees half the global batch; averaged gradients give BP's whole-batch update.
 
@@ -110,6 +112,7 @@ def test_ddp_on_two_processes_equals_bp_on_one(bp_after_one_step):
 
 
 @pytest.mark.parametrize("name,options,balance", [("ddp", {}, [2, 2]), ("gpipe_dist", {"chunks": 2}, [2, 2])])
+@pytest.mark.slow
 def test_untimed_steps_in_the_parent_then_ranks_continue_bp(name, options, balance):
     """`train_steps` run in the parent (BP's step); the ranks pick up weights *and* optimizer state.
 
@@ -197,6 +200,7 @@ def _description(model: str, dataset: str = "imdb@synthetic"):
 
 @pytest.mark.parametrize("model", list(TEXT_MODELS))
 @pytest.mark.parametrize("name", ["gpipe", "gpipe_dist", "scpl_gpipe"])
+@pytest.mark.slow
 def test_text_models_are_accepted(name, model):
     cls, description = method_class(name), _description(model)
     assert cls.incompatibility(model=description, batch_size=8, devices=2, options={"chunks": 4}) is None
@@ -219,6 +223,7 @@ def test_torchgpipe_on_text_equals_bp(bp_text_after_one_step, imdb_batch, model,
 
 
 @pytest.mark.parametrize("model,balance,schedule", [("lstm", [1, 1, 2], "gpipe"), ("transformer", [2, 2], "1f1b")])
+@pytest.mark.slow
 def test_distributed_pipelining_on_text_equals_bp(bp_text_after_one_step, imdb_batch, model, balance, schedule):
     """Tuple payloads between processes: shapes inferred, mask and empty entries without gradients."""
     bp_loss, bp_grads, bp_params = bp_text_after_one_step[model]

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from bench import REPO_ROOT
@@ -21,6 +22,7 @@ def test_without_cuda_gpu_check_says_so_and_exits_0(monkeypatch, capsys):
     assert capsys.readouterr().out.strip() == NO_CUDA_MESSAGE
 
 
+@pytest.mark.slow
 def test_gpu_check_module_runs_here():
     if torch.cuda.is_available():  # pragma: no cover - the real check is `make gpu-check`
         return

@@ -26,6 +26,7 @@ def _write(tmp_path, text):
     return path
 
 
+@pytest.mark.slow
 def test_shipped_grids_load_and_expand():
     for name in ("smoke", "demo.yaml", "speedup", "accuracy"):
         grid = load_grid(name)
@@ -91,6 +92,7 @@ def test_bad_grids_name_the_problem(tmp_path, change, expected):
     assert len([line for line in problems if expected in line]) == 1
 
 
+@pytest.mark.slow
 def test_cli_exit_code_2_one_line_no_traceback(tmp_path):
     path = _write(tmp_path, BASE.replace("model: [convnet]", "model: [vgg99]"))
     proc = subprocess.run([sys.executable, "run_matrix.py", "--grid", str(path)], cwd=ROOT, capture_output=True, text=True)
@@ -100,6 +102,7 @@ def test_cli_exit_code_2_one_line_no_traceback(tmp_path):
     assert missing.returncode == 2 and "'smoke'" in missing.stderr
 
 
+@pytest.mark.slow
 def test_dry_run_lists_cells_and_only_filters():
     proc = subprocess.run(
         [sys.executable, "run_matrix.py", "--grid", "smoke", "--dry-run", "--only", "method=scpl"],
@@ -110,6 +113,7 @@ def test_dry_run_lists_cells_and_only_filters():
     assert lines[-1].startswith("2 cells: 0 done, 2 to run") and all("scpl/" in line for line in lines[:-1])
 
 
+@pytest.mark.slow
 def test_missing_real_dataset_stops_before_any_cell(tmp_path):
     grid = _write(tmp_path, BASE.replace("cifar10@synthetic", "cifar10"))
     results = tmp_path / "res"
@@ -130,6 +134,7 @@ def test_a_device_is_the_same_share_of_cores_in_every_cell(tmp_path):
     assert {c.settings.threads_per_device for c in pinned.cells} == {3}
 
 
+@pytest.mark.slow
 def test_missing_glove_stops_before_any_cell(tmp_path):
     grid = _write(tmp_path, BASE.replace("model: [convnet]", "model: [transformer]")
                   .replace("cifar10@synthetic", "imdb@synthetic").replace("method: [bp, scpl]", "method: [bp]")

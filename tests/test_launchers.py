@@ -74,6 +74,7 @@ def test_bad_launcher_options_are_one_line(argv, message):
         launcher_from_args(_args(*argv))
 
 
+@pytest.mark.slow
 def test_two_cells_as_submitit_local_jobs(tmp_path):
     """Each job runs the cell entry and stores its own row; jobs run one at a time."""
     grid = load_grid("smoke")

@@ -75,6 +75,7 @@ def test_declares_how_the_report_shows_it():
 
 
 @pytest.mark.parametrize("name", list_methods())
+@pytest.mark.slow
 def test_trains_evaluates_and_counts(name):
     method, devices, balance = _method(name)
     before = _params(method)
@@ -151,6 +152,7 @@ RANKS = [n for n in list_methods() if method_class(n).execution is Execution.RAN
 
 
 @pytest.mark.parametrize("name", RANKS)
+@pytest.mark.slow
 def test_rank_methods_bring_their_optimizer_state_back(name):
     """A training run runs one rank job per epoch: Adam's moments and step must survive between them."""
     method, devices, balance = _method(name)

@@ -131,6 +131,7 @@ def throwaway(tmp_path, monkeypatch):
     sys.modules.pop(MODULE, None)
 
 
+@pytest.mark.slow
 def test_a_method_outside_the_package_runs_checkpoints_and_is_reported(throwaway, tmp_path):
     assert {"throwaway_local", "throwaway_bp"} <= set(methods.list_methods())
     grid_file = tmp_path / "throwaway.yaml"

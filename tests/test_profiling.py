@@ -125,6 +125,7 @@ def test_a_trace_without_labels_leaves_the_fractions_empty(tmp_path):
 
 
 @pytest.mark.parametrize("method", ["ddp", "gpipe_dist"])
+@pytest.mark.slow
 def test_profiled_rank_cell_has_a_marked_labelled_trace_per_rank(tmp_path, method):
     """DDP and gpipe_dist as the paper grids profile them (one iteration): ok, one trace per rank.
 
@@ -232,6 +233,7 @@ class _MeetInTheRecordedWindow:
             self.met.append(stage)
 
 
+@pytest.mark.slow
 def test_profiled_scpl_cell(tmp_path, monkeypatch):
     """SCPL on 2 CPU devices: a trace from both stage workers with every phase, a timeline, and unchanged numbers."""
     window = _MeetInTheRecordedWindow()

@@ -24,6 +24,7 @@ def _browser():
     return sync_playwright
 
 
+@pytest.mark.slow
 def test_report_page_in_chromium(tmp_path):
     sync_playwright = _browser()
     rows = [_row("bp", 1, 32, 100.0), _row("scpl", 2, 32, 50.0), _row("scpl", 4, 32, 1.0, status="failed")]

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from bench.grid import load_grid
 from bench.run.runner import run_grid
 from bench.store.read import read_results
@@ -14,6 +16,7 @@ from bench.store.row import ARROW_SCHEMA
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow
 def test_smoke_grid_produces_complete_rows(tmp_path):
     grid = load_grid("smoke")
     summary = run_grid(grid, tmp_path, progress=False)
@@ -38,6 +41,7 @@ def test_smoke_grid_produces_complete_rows(tmp_path):
     assert (tmp_path / "speedup_convnet_cifar10-synthetic.md").exists()
 
 
+@pytest.mark.slow
 def test_failing_cells_become_rows_and_others_still_run(tmp_path):
     grid = load_grid("smoke")
     ok = [c for c in grid.cells if c.method == "bp" and c.devices == 1][0]
@@ -71,6 +75,7 @@ else:
 """
 
 
+@pytest.mark.slow
 def test_killed_runner_resumes_without_losing_finished_cells(tmp_path):
     results = tmp_path / "res"
     cmd = [sys.executable, "run_matrix.py", "--grid", "smoke", "--results", str(results), "--no-progress"]
@@ -186,6 +191,7 @@ class _CellClock:
         monkeypatch.setattr(subprocess.Popen, "wait", wait)
 
 
+@pytest.mark.slow
 def test_timeout_ends_the_cells_whole_process_group(tmp_path, monkeypatch):
     for key, value in _fake_cell_env(tmp_path, "sleep").items():
         monkeypatch.setenv(key, value)
@@ -209,6 +215,7 @@ run_grid(grid, Path(sys.argv[1]), cells=[cell], progress=False)
 '''
 
 
+@pytest.mark.slow
 def test_runner_killed_by_sigkill_leaves_no_process_and_no_scratch(tmp_path):
     results = tmp_path / "res"
     cell = _one_cell(600.0)
@@ -223,6 +230,7 @@ def test_runner_killed_by_sigkill_leaves_no_process_and_no_scratch(tmp_path):
     assert not list(results.rglob("*.tmp*"))
 
 
+@pytest.mark.slow
 def test_runner_stopped_by_sigterm_exits_with_its_signal_and_cleans_up(tmp_path):
     results = tmp_path / "res"
     cell = _one_cell(600.0)
@@ -238,6 +246,7 @@ def test_runner_stopped_by_sigterm_exits_with_its_signal_and_cleans_up(tmp_path)
     assert not (results / ".tmp").exists() and not list(results.rglob("*.tmp*"))
 
 
+@pytest.mark.slow
 def test_exit_status_and_failure_summary(tmp_path):
     results = tmp_path / "res"
     cell = _one_cell(60.0)
@@ -257,6 +266,7 @@ def test_exit_status_and_failure_summary(tmp_path):
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "is a file" in bad.stderr
 
 
+@pytest.mark.slow
 def test_retried_timeout_is_a_new_attempt_and_reports_use_the_latest(tmp_path, monkeypatch):
     from bench.store.read import read_history
 

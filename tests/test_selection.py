@@ -38,6 +38,7 @@ def _cell(**settings) -> Cell:
     return Cell("t", "bp", "convnet", "cifar10@synthetic", 8, 1, 0, CellSettings(**{**base, **settings}))
 
 
+@pytest.mark.slow
 def test_cell_records_curve_noise_and_selected_accuracy():
     row = run_cell(_cell(train_steps=4, eval_points=3, noise_rate=0.3, val_fraction=0.2))
     assert row.eval_steps == [2, 4, 6]  # two segments of untimed steps, then warm-up + timed steps
@@ -67,6 +68,7 @@ def test_bad_data_settings_name_the_problem(settings, message):
     assert any(message in line for line in cell_problems(_cell(**settings))), cell_problems(_cell(**settings))
 
 
+@pytest.mark.slow
 def test_glove_cell_loads_rows_aligned_to_the_vocabulary(tmp_path):
 
     from data import text_vocab

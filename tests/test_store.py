@@ -35,6 +35,7 @@ for i in range(50):
 """
 
 
+@pytest.mark.slow
 def test_concurrent_appends_from_processes_and_a_compaction_lose_nothing(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), f"w{k}"], env=env) for k in range(4)]
@@ -135,6 +136,7 @@ def test_compact_cli(tmp_path):
     assert list_fragments(tmp_path) == [] and pq.read_table(tmp_path / "results.parquet").num_rows == 3
 
 
+@pytest.mark.slow
 def test_results_dir_that_is_a_file_or_unwritable_is_refused(tmp_path):
     afile = tmp_path / "file"
     afile.write_text("x")

@@ -10,6 +10,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from bench.cell.phases import run_cell
 from bench.grid import Cell, CellSettings
 
@@ -35,6 +37,7 @@ def _get_json(url: str):
         return json.loads(response.read().decode())
 
 
+@pytest.mark.slow
 def test_profiler_plugin_lists_every_profiled_cell(tmp_path):
     settings = CellSettings(warmup_steps=1, steps=1, eval_batches=1, eval_batch_size=32, balance="even",
                             profile={"wait": 0, "warmup": 1, "active": 1})

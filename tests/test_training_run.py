@@ -108,6 +108,7 @@ def write_cifar10(root: Path, per_batch: int = 8, test: int = 16, seed: int = 0)
     return root
 
 
+@pytest.mark.slow
 def test_training_small_grid_end_to_end_on_cifar_files(tmp_path):
     data_root = write_cifar10(tmp_path / "data")
     grid = load_grid("training_small", overrides=["axes.dataset=[cifar10]", "settings.max_train_items=null",
