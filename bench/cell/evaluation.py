@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 import torch
 
 from bench.cell.model_selection import SelectionCurve
+from methods.base import Method
 from methods.exits import DEFAULT_POLICIES, choose_exits, parse_policy
 from models import count_parameters, payload_to
 
@@ -31,7 +32,7 @@ def test_batches(dataset, batch_size: int, max_batches: Optional[int]) -> list:
 
 
 @torch.no_grad()
-def accuracy(method, batches: Sequence) -> tuple[float, int]:
+def accuracy(method: Method, batches: Sequence) -> tuple[float, int]:
     """Top-1 accuracy of the method's deployed predictor (stages + final head)."""
     method.train(False)
     correct = total = 0
@@ -42,7 +43,7 @@ def accuracy(method, batches: Sequence) -> tuple[float, int]:
     return correct / max(total, 1), total
 
 
-def test_accuracy(method, batches: Sequence) -> tuple[float, int]:
+def test_accuracy(method: Method, batches: Sequence) -> tuple[float, int]:
     """`accuracy` on the test batches, refusing an empty test split (an accuracy of nothing is no number)."""
     acc, samples = accuracy(method, batches)
     if samples == 0:
@@ -71,7 +72,7 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def evaluate_exits(method, batches: Sequence, policies: Sequence[str] = DEFAULT_POLICIES) -> Optional[ExitReport]:
+def evaluate_exits(method: Method, batches: Sequence, policies: Sequence[str] = DEFAULT_POLICIES) -> Optional[ExitReport]:
     """Accuracy and cost of every exit and exit policy; None for methods without exits."""
     if not hasattr(method, "exit_classifiers"):
         return None
@@ -125,7 +126,7 @@ class EvalPoint:
     exits: Optional[ExitReport]
 
 
-def evaluate_now(method, test: Sequence, val: Optional[Sequence]) -> EvalPoint:
+def evaluate_now(method: Method, test: Sequence, val: Optional[Sequence]) -> EvalPoint:
     """Test accuracy, hold-out accuracy (None without a hold-out), then every exit: the order both modes use."""
     acc, samples = test_accuracy(method, test)
     val_acc = accuracy(method, val)[0] if val else None

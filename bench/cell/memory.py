@@ -17,6 +17,8 @@ from typing import Any, Iterator, Optional
 import torch
 
 from bench.cell.training_memory import training_memory_bytes
+from bench.execution.devices import DeviceSet
+from methods.base import Method
 
 __all__ = ["peak_memory", "MemoryUse", "MemoryProbe", "measured_memory"]
 
@@ -55,7 +57,7 @@ class MemoryProbe:
 
 
 @contextmanager
-def measured_memory(devices, method, probe_batch: Any, count_train_memory: bool) -> Iterator[MemoryProbe]:
+def measured_memory(devices: DeviceSet, method: Method, probe_batch: Any, count_train_memory: bool) -> Iterator[MemoryProbe]:
     """Reset the peaks, run the block, then read the peaks and count one step's training memory."""
     for device in devices.devices:
         if device.type == "cuda":

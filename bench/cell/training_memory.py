@@ -21,6 +21,8 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
+from methods.base import Method
+
 __all__ = ["SavedTensorBytes", "training_memory_bytes", "static_bytes"]
 
 
@@ -72,7 +74,7 @@ def static_bytes(params: Sequence[nn.Parameter], optimizers: Sequence[torch.opti
     return total
 
 
-def training_memory_bytes(method, batch: tuple) -> list[int]:
+def training_memory_bytes(method: Method, batch: tuple) -> list[int]:
     """Bytes one training step holds, per stage step (decoupled) or for the whole network.
 
     Runs on a deep copy, so the measured method's parameters and optimizer state

@@ -45,6 +45,7 @@ from bench.grid.settings import ProfileSchedule
 from bench.profiling.thread_names import ThreadNameRecorder, name_threads
 from bench.profiling.trace_events import load_trace_dir
 from bench.profiling.trace_metrics import TraceSummary, stage_lanes, summarize_trace
+from methods.base import Method
 from methods.rank_method import after_each_step
 
 __all__ = ["ProfileResult", "ProfileSchedule", "profile_cell", "profiler_slowdown", "trace_dir_name", "profiled_rank",
@@ -151,7 +152,7 @@ def _median_gap(record: RunRecord, indices: range) -> float:
     return statistics.median(gaps)
 
 
-def _run_profiled(method, devices: DeviceSet, balance: Sequence[int], batches: Sequence, plan: ProfileSchedule,
+def _run_profiled(method: Method, devices: DeviceSet, balance: Sequence[int], batches: Sequence, plan: ProfileSchedule,
                   trace_dir: Path, queue_depth: int, timeout_s: float, executor: str = "threads") -> RunRecord:
     """The cell's executor once more, under the profiler; `prof.step()` as each batch completes."""
     worker = trace_worker_name(method.name, devices.count, _batch_size(batches))
@@ -177,7 +178,7 @@ def _run_profiled(method, devices: DeviceSet, balance: Sequence[int], batches: S
         return run(on_batch_done=lambda i: prof.step())  # the executors call it in this thread
 
 
-def profile_cell(method, devices: DeviceSet, balance: Sequence[int], batches: Sequence, plan: ProfileSchedule,
+def profile_cell(method: Method, devices: DeviceSet, balance: Sequence[int], batches: Sequence, plan: ProfileSchedule,
                  trace_dir: Path, queue_depth: int = 2, timeout_s: float = 900.0,
                  executor: str = "threads") -> ProfileResult:
     """Train a copy of `method` on `batches` under the profiler; trace to `trace_dir`, summary back.
