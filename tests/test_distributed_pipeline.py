@@ -5,14 +5,8 @@ import pytest
 import torch
 
 from bench.execution import resolve_devices, run_sequential, stage_devices
-from bench.execution.distributed_pipeline import (
-    _decode_header,
-    _encode_header,
-    _flatten,
-    _unflatten,
-    launched_by_torchrun,
-    run_distributed_pipeline,
-)
+from bench.execution.distributed_pipeline import launched_by_torchrun, run_distributed_pipeline
+from bench.execution.p2p import decode_header, encode_header, flatten, unflatten
 from bench.execution.record import NonFiniteLossError
 from methods import MethodConfig, create_method
 from models import create_model
@@ -105,13 +99,13 @@ def test_headers_round_trip_tensors_and_text_payloads():
         (torch.randn(4, 7, 16), torch.ones(4, 7, dtype=torch.bool), None, torch.randn(2, 4, 16)),
     ]
     for x in payloads:
-        layout, tensors = _flatten(x, y)
-        decoded_layout, specs = _decode_header(_encode_header(layout, tensors, torch.device("cpu")))
+        layout, tensors = flatten(x, y)
+        decoded_layout, specs = decode_header(encode_header(layout, tensors, torch.device("cpu")))
         assert decoded_layout == layout
         rebuilt = [None if s is None else torch.zeros(s[1], dtype=s[0]) for s in specs]
         assert [None if t is None else (t.dtype, tuple(t.shape)) for t in rebuilt] == \
                [None if t is None else (t.dtype, tuple(t.shape)) for t in tensors]
-        x2, y2 = _unflatten(decoded_layout, rebuilt)
+        x2, y2 = unflatten(decoded_layout, rebuilt)
         assert type(x2) is type(x) and y2.shape == y.shape
 
 

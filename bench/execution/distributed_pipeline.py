@@ -1,10 +1,12 @@
 """Decoupled stages pipelined across processes: one process per device, point-to-point hand-over.
 
-The process twin of `pipeline.run_pipelined`.  Rank r owns a contiguous group
-of stage steps (the balance) and trains them on every batch; its output
-payload and the labels go to rank r+1 with `torch.distributed.isend`, at most
-`queue_depth` batches ahead of what rank r+1 has taken, so rank r already
-works on batch t+1 while rank r+1 works on batch t.  gloo on CPU, NCCL on CUDA.
+The process twin of `pipeline.run_pipelined`, running the same stage loop
+(`stage_loop.run_stage_group`) with another transport (`p2p`).  Rank r owns a
+contiguous group of stage steps (the balance) and trains them on every batch;
+its output payload and the labels go to rank r+1 with `torch.distributed.isend`,
+at most `queue_depth` batches ahead of what rank r+1 has taken, so rank r
+already works on batch t+1 while rank r+1 works on batch t.  gloo on CPU, NCCL
+on CUDA.
 
 Why processes when threads already overlap: a process per device is how the
 stages reach several machines (`torchrun --nnodes N`), and no Python-level lock
@@ -22,8 +24,8 @@ Numbers: a stage sees exactly the inputs and labels it sees in the sequential
 loop, in the same order, so its parameters after the run equal the sequential
 run's bit for bit on CPU (tests/test_distributed_pipeline.py).  The trained
 stage states, losses, busy times and completion times come back to the caller,
-whose method then holds the trained parameters (evaluation runs there), and a
-`RunRecord` is built like `run_pipelined`'s.
+whose method then holds the trained parameters (evaluation runs there), and the
+`RunRecord` is built by the same `record.record_from_groups` as `run_pipelined`'s.
 
 Clocks: every rank starts its clock after one barrier; times are sent back as
 offsets from that start and put on the last rank's clock, so they stay
@@ -37,28 +39,27 @@ import os
 import re
 import time
 from collections import deque
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, cast
 
 import torch
 import torch.distributed as dist
-from torch.profiler import record_function
 
 from methods.base import Method
 from models import payload_to
+from models.staged import Payload
 
 from .devices import DeviceSet
+from .p2p import P2PReceiver, P2PSender
 from .ranks import run_ranks
-from .record import NonFiniteLossError, RunRecord, check_finite
+from .record import GroupRecord, NonFiniteLossError, RunRecord, record_from_groups
+from .stage_loop import Inbound, Outbound, run_stage_group, stage_groups
 
-__all__ = ["run_distributed_pipeline", "launched_by_torchrun", "RankWrapper", "HEADER_LEN"]
+__all__ = ["run_distributed_pipeline", "launched_by_torchrun", "RankWrapper"]
 
 RankWrapper = Callable[[Callable, tuple], tuple[Callable, tuple]]
 """(rank fn, args) -> (rank fn, args): how the profiler runs each rank under torch.profiler
 (as in bench/execution/choice.py); each rank then runs `fn(rank, world, device, *args)`."""
 
-HEADER_LEN = 64  # int64 entries describing one message: layout, dtypes, shapes
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.int64, torch.int32,
-           torch.int16, torch.int8, torch.uint8, torch.bool)
 _TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR")
 
 
@@ -67,122 +68,51 @@ def launched_by_torchrun() -> bool:
     return all(name in os.environ for name in _TORCHRUN_ENV)
 
 
-def _groups(balance: Sequence[int]) -> list[list[int]]:
-    groups, first = [], 0
-    for count in balance:
-        groups.append(list(range(first, first + count)))
-        first += count
-    return groups
-
-
-def _micro_batches(method: Method) -> int:
-    """Micro-batches per batch fed to each stage step (SCPL + GPipe: its chunks; others 1)."""
-    return int(method.micro_batches)
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-# -- messages: a header, then the payload's tensors, then the labels -----------------------------
+# -- the ends of the pipeline --------------------------------------------------------------------
 
-def _flatten(x, y: torch.Tensor) -> tuple[int, list[Optional[torch.Tensor]]]:
-    """(layout, tensors): layout -1 = a bare tensor, n = a tuple of n entries (None allowed)."""
-    if isinstance(x, torch.Tensor):
-        return -1, [x, y]
-    for entry in x:
-        if entry is not None and not isinstance(entry, torch.Tensor):
-            raise TypeError(f"payload entries must be tensors or None, got {type(entry).__name__}")
-    return len(x), list(x) + [y]
+class _BatchFeed:
+    """The first rank's `Inbound`: its batches, cut into micro-batches before the clock starts.
 
+    On CUDA they are pinned, so the copy onto the device (the hand-over, timed as
+    work) is asynchronous.
+    """
 
-def _unflatten(layout: int, tensors: list[Optional[torch.Tensor]]):
-    *payload, y = tensors
-    return (payload[0] if layout == -1 else tuple(payload)), y
+    def __init__(self, batches: Sequence, chunks: int, device: torch.device) -> None:
+        self.device = device
+        self.parts: deque = deque()
+        for x, y in batches:
+            for xc, yc in zip(x.chunk(chunks), y.chunk(chunks)) if chunks > 1 else [(x, y)]:
+                if device.type == "cuda":
+                    xc, yc = _pin(xc), yc.pin_memory()
+                self.parts.append((xc, yc))
 
+    def wait(self) -> Optional[object]:
+        return self.parts.popleft() if self.parts else None
 
-def _encode_header(layout: int, tensors: list[Optional[torch.Tensor]], device: torch.device) -> torch.Tensor:
-    values = [layout, len(tensors)]
-    for t in tensors:
-        values += [-1] if t is None else [_DTYPES.index(t.dtype), t.dim(), *t.shape]
-    if len(values) > HEADER_LEN:
-        raise ValueError(f"a payload needs {len(values)} header entries; HEADER_LEN is {HEADER_LEN}")
-    return torch.tensor(values + [0] * (HEADER_LEN - len(values)), dtype=torch.int64, device=device)
-
-
-def _decode_header(header: torch.Tensor) -> tuple[int, list[Optional[tuple[torch.dtype, list[int]]]]]:
-    values = header.tolist()  # on CUDA this waits for the received header
-    layout, count, pos = values[0], values[1], 2
-    specs: list[Optional[tuple[torch.dtype, list[int]]]] = []
-    for _ in range(count):
-        code = values[pos]
-        if code == -1:
-            specs.append(None)
-            pos += 1
-            continue
-        ndim = values[pos + 1]
-        specs.append((_DTYPES[code], values[pos + 2:pos + 2 + ndim]))
-        pos += 2 + ndim
-    return layout, specs
+    def take(self, arrival: object) -> tuple[Payload, torch.Tensor]:
+        x, y = cast(tuple[Payload, torch.Tensor], arrival)
+        return payload_to(x, self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
-class _Sender:
-    """Asynchronous sends to the next rank, at most `depth` messages not yet taken by it."""
-
-    def __init__(self, peer: int, depth: int, device: torch.device) -> None:
-        self.peer, self.depth, self.device = peer, depth, device
-        self.pending: deque = deque()  # (works, tensors kept alive until sent)
-
-    def send(self, x, y: torch.Tensor) -> None:
-        layout, tensors = _flatten(x, y)
-        tensors = [t.contiguous() if t is not None else None for t in tensors]
-        while len(self.pending) >= self.depth:
-            self._wait_oldest()
-        header = _encode_header(layout, tensors, self.device)
-        works = [dist.isend(header, self.peer)]
-        works += [dist.isend(t, self.peer) for t in tensors if t is not None]
-        self.pending.append((works, tensors, header))
-
-    def _wait_oldest(self) -> None:
-        works, _, _ = self.pending.popleft()
-        for w in works:
-            w.wait()
-
-    def flush(self) -> None:
-        while self.pending:
-            self._wait_oldest()
+def _pin(payload: Payload) -> Payload:
+    if isinstance(payload, torch.Tensor):
+        return payload.pin_memory()
+    return tuple(_pin(p) if p is not None else None for p in payload)
 
 
-class _Receiver:
-    """Receives from the previous rank; the next header is posted before this message's data is awaited."""
+class _Nowhere:
+    """The last rank's `Outbound`: its outputs have left the pipeline."""
 
-    def __init__(self, peer: int, device: torch.device, messages: int) -> None:
-        self.peer, self.device, self.remaining = peer, device, messages
-        self.header_work: Optional[dist.Work] = None
-        self._post_header()
+    def put(self, x: Payload, y: torch.Tensor) -> None:
+        pass
 
-    def _post_header(self) -> None:
-        if self.remaining > 0:  # never leave a receive posted past the last message
-            self.header = torch.empty(HEADER_LEN, dtype=torch.int64, device=self.device)
-            self.header_work = dist.irecv(self.header, self.peer)
-            self.remaining -= 1
-
-    def wait_header(self) -> tuple[int, list]:
-        """Idle time: waits until the previous rank has sent (not labelled as work)."""
-        assert self.header_work is not None, "no header receive posted"
-        self.header_work.wait()
-        return _decode_header(self.header)
-
-    def receive(self, layout: int, specs: list) -> tuple[Any, torch.Tensor]:
-        tensors = [None if spec is None else torch.empty(spec[1], dtype=spec[0], device=self.device)
-                   for spec in specs]
-        works = [dist.irecv(t, self.peer) for t in tensors if t is not None]
-        self._post_header()
-        for w in works:
-            if w is not None:  # irecv returns None only outside a process group
-                w.wait()
-        return _unflatten(layout, tensors)
+    def close(self) -> None:
+        pass
 
 
 # -- one rank ------------------------------------------------------------------------------------
@@ -197,16 +127,10 @@ def _to_cpu(obj):
     return obj
 
 
-def _pin(payload):
-    if isinstance(payload, torch.Tensor):
-        return payload.pin_memory()
-    return tuple(_pin(p) if p is not None else None for p in payload)
-
-
 def _train_rank(rank: int, world: int, device: torch.device, method: Method, balance: Sequence[int], batches: Sequence,
                 warmup_steps: int, queue_depth: int) -> dict:
-    """Train this rank's stage group on every batch; return its states, losses and clocks."""
-    groups = _groups(balance)
+    """Train this rank's stage group on every batch; return its states and what its stage loop measured."""
+    groups = stage_groups(balance)
     if len(groups) != world:
         raise ValueError(f"balance {list(balance)} names {len(groups)} devices but {world} ranks run")
     mine = groups[rank]
@@ -216,23 +140,10 @@ def _train_rank(rank: int, world: int, device: torch.device, method: Method, bal
         # The optimizer state came with the stage (unpickled on the CPU): its own
         # load_state_dict puts each entry where its parameter now is (fused Adam keeps `step` there too).
         steps[k].optimizer.load_state_dict(steps[k].optimizer.state_dict())
-    chunks = _micro_batches(method)
+    chunks = int(method.micro_batches)
     first, last = rank == 0, rank == world - 1
-    n = len(batches)
-    feed: list = []
-    if first:  # cut (and pin, for asynchronous host-to-device copies) before the clock starts
-        for x, y in batches:
-            parts = zip(x.chunk(chunks), y.chunk(chunks)) if chunks > 1 else [(x, y)]
-            for xc, yc in parts:
-                if device.type == "cuda":
-                    xc, yc = _pin(xc), yc.pin_memory()
-                feed.append((xc, yc))
-    sender = None if last else _Sender(rank + 1, queue_depth * chunks, device)
-    stage_losses = {k: [0.0] * n for k in mine}
-    stage_busy = {k: 0.0 for k in mine}
-    device_busy = 0.0
-    completions = [0.0] * n
-    intervals: list[tuple[int, int, float, float]] = []
+    feed = _BatchFeed(batches, chunks, device) if first else None  # cut (and pinned) before the clock starts
+    outbound: Outbound = _Nowhere() if last else P2PSender(rank + 1, queue_depth * chunks, device)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -242,52 +153,14 @@ def _train_rank(rank: int, world: int, device: torch.device, method: Method, bal
     else:
         dist.barrier()  # every rank starts its clock together
     start = time.perf_counter()
-    # Posted after the barrier: under NCCL the first receive from a peer creates that pair's
-    # communicator, which blocks until the peer's first send, and the peer is in the barrier.
-    receiver = None if first else _Receiver(rank - 1, device, n * chunks)
-    for i in range(n):
-        for c in range(chunks):
-            if first:
-                group_start = time.perf_counter()
-                x, y = feed[i * chunks + c]
-                x, y = payload_to(x, device, non_blocking=True), y.to(device, non_blocking=True)
-            else:
-                assert receiver is not None  # every rank but the first receives
-                layout, specs = receiver.wait_header()
-                group_start = time.perf_counter()
-                with record_function(f"copy stage{mine[0] - 1}->stage{mine[0]}"):
-                    x, y = receiver.receive(layout, specs)
-            for k in mine:
-                t0 = time.perf_counter()
-                x, stage_loss = steps[k].accept(x, y, c, chunks)
-                if stage_loss is not None:
-                    loss = float(stage_loss)  # waits for this device: the output is ready to hand over
-                    check_finite(loss, f"stage {k}", i)
-                    stage_losses[k][i] = loss
-                t1 = time.perf_counter()
-                intervals.append((k, i, t0 - start, t1 - start))
-                if i >= warmup_steps:
-                    stage_busy[k] += t1 - t0
-            if last and c == chunks - 1:
-                _sync(device)
-            now = time.perf_counter()
-            if i >= warmup_steps:
-                device_busy += now - group_start
-            if last and c == chunks - 1:
-                completions[i] = now - start
-            if sender is not None:
-                sender.send(x, y)
-    if sender is not None:
-        sender.flush()
+    inbound: Inbound = feed if feed is not None else P2PReceiver(rank - 1, device)  # after the barrier (see there)
+    record = run_stage_group(steps, mine, device, inbound, outbound, chunks=chunks, warmup_steps=warmup_steps,
+                             last=last)
     return {
         "rank": rank,
         "stages": mine,
         "start_time": start,
-        "completion_times": completions,  # seconds after this rank's start; the last rank's count
-        "intervals": intervals,
-        "stage_losses": stage_losses,
-        "stage_busy_s": stage_busy,
-        "device_busy_s": device_busy,
+        "record": record.shifted(-start),  # seconds after this rank's start: clocks differ between machines
         "state": {k: _to_cpu(steps[k].state_dict()) for k in mine},
         "optimizer": {k: _to_cpu(steps[k].optimizer.state_dict()) for k in mine},
         # what a stage keeps beyond parameters and optimizer (DASCPL's accumulation clock)
@@ -324,31 +197,15 @@ def _absorb(method: Method, results: list[dict]) -> None:
             steps[k].load_extra_state(result["extra_state"][k])
 
 
-def _record(results: list[dict], num_stages: int, warmup_steps: int) -> RunRecord:
+def _record(results: list[dict], warmup_steps: int) -> RunRecord:
     """A `RunRecord` on the last rank's clock: every rank's times are offsets from the start barrier.
 
     Spawned ranks share the caller's machine, where perf_counter is one clock,
     so the record is on the caller's clock as run_pipelined's is.
     """
-    n = len(results[-1]["completion_times"])
     start = results[-1]["start_time"]
-    stage_losses: dict[int, list[float]] = {}
-    stage_busy = [0.0] * num_stages
-    intervals = []
-    for r in results:
-        stage_losses.update(r["stage_losses"])
-        for k, busy in r["stage_busy_s"].items():
-            stage_busy[k] = busy
-        intervals += [(k, i, start + a, start + b) for k, i, a, b in r["intervals"]]
-    return RunRecord(
-        start_time=start,
-        completion_times=[start + t for t in results[-1]["completion_times"]],
-        losses=[sum(stage_losses[k][i] for k in range(num_stages)) for i in range(n)],
-        warmup_steps=warmup_steps,
-        stage_busy_s=stage_busy,
-        device_busy_s=[r["device_busy_s"] for r in results],
-        stage_intervals=sorted(intervals, key=lambda iv: iv[2]),
-    )
+    groups: list[GroupRecord] = [r["record"].shifted(start) for r in results]
+    return record_from_groups(groups, start, warmup_steps)
 
 
 _NONFINITE = re.compile(r"NonFiniteLossError: (.*)")
@@ -437,5 +294,6 @@ def run_distributed_pipeline(
     if absorb_results:
         _absorb(method, results)
     if on_ranks is not None:
-        on_ranks([{key: r[key] for key in ("rank", "stages", "device_busy_s", "peak_mem_bytes")} for r in results])
-    return _record(results, len(steps), warmup_steps)
+        on_ranks([{"rank": r["rank"], "stages": r["stages"], "device_busy_s": r["record"].device_busy_s,
+                   "peak_mem_bytes": r["peak_mem_bytes"]} for r in results])
+    return _record(results, warmup_steps)

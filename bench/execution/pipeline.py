@@ -16,15 +16,16 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence, cast
 
 import torch
-from torch.profiler import record_function
 
 from models import payload_to
+from models.staged import Payload
 
 from .devices import DeviceSet
-from .record import RunRecord, check_finite
+from .record import GroupRecord, RunRecord, record_from_groups
+from .stage_loop import run_stage_group, stage_groups
 from .threads import use_threads
 
 __all__ = ["run_pipelined"]
@@ -37,7 +38,7 @@ class _Stopped(Exception):
     """Another worker failed; this one stops quietly."""
 
 
-def _put(q: queue.Queue, item, stop: threading.Event) -> None:
+def _put(q: queue.Queue, item: object, stop: threading.Event) -> None:
     while True:
         if stop.is_set():
             raise _Stopped
@@ -48,7 +49,7 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> None:
             continue
 
 
-def _get(q: queue.Queue, stop: threading.Event):
+def _get(q: queue.Queue, stop: threading.Event) -> object:
     while True:
         if stop.is_set():
             raise _Stopped
@@ -56,6 +57,36 @@ def _get(q: queue.Queue, stop: threading.Event):
             return q.get(timeout=_POLL_S)
         except queue.Empty:
             continue
+
+
+class _QueueInbound:
+    """A device's inbound transport: the bounded queue its predecessor (or the feeder) fills."""
+
+    def __init__(self, q: queue.Queue, stop: threading.Event, device: Optional[torch.device]) -> None:
+        self.q, self.stop, self.device = q, stop, device  # device None: the stage step moves the input itself
+
+    def wait(self) -> Optional[object]:
+        item = _get(self.q, self.stop)
+        return None if item is _DONE else item
+
+    def take(self, arrival: object) -> tuple[Payload, torch.Tensor]:
+        x, y = cast(tuple[Payload, torch.Tensor], arrival)
+        if self.device is None:
+            return x, y
+        return payload_to(x, self.device), y.to(self.device)
+
+
+class _QueueOutbound:
+    """A device's outbound transport: a bounded queue, so it runs at most `queue_depth` batches ahead."""
+
+    def __init__(self, q: queue.Queue, stop: threading.Event) -> None:
+        self.q, self.stop = q, stop
+
+    def put(self, x: Payload, y: torch.Tensor) -> None:
+        _put(self.q, (x, y), self.stop)
+
+    def close(self) -> None:
+        _put(self.q, _DONE, self.stop)
 
 
 def run_pipelined(
@@ -78,56 +109,23 @@ def run_pipelined(
     """
     if sum(balance) != len(steps) or len(balance) != devices.count:
         raise ValueError(f"balance {list(balance)} does not split {len(steps)} stages over {devices.count} devices")
-    groups, first = [], 0
-    for count in balance:
-        groups.append(list(range(first, first + count)))
-        first += count
+    groups = stage_groups(balance)
     chunks = micro_batches  # each batch is fed as this many micro-batches (Method.micro_batches)
     queues: list[queue.Queue] = [queue.Queue(maxsize=queue_depth * chunks) for _ in range(len(groups) + 1)]
     stop = threading.Event()
     errors: list[BaseException] = []
-    stage_busy = [0.0] * len(steps)
-    device_busy = [0.0] * len(groups)
-    # by batch index (dict item assignment is atomic under the GIL): the count is known once fed
-    stage_losses: list[dict[int, float]] = [{} for _ in steps]
-    completions: dict[int, float] = {}
-    fed = [0]
-    intervals: list[tuple[int, int, float, float]] = []  # list.append is atomic under the GIL
+    records: list[Optional[GroupRecord]] = [None] * len(groups)
 
     def worker(d: int) -> None:
         device = devices.devices[d]
         use_threads(devices.threads_per_device)  # the budget is per thread under OpenMP
         if device.type == "cuda":
             torch.cuda.set_device(device)
+        # the first device's stage step moves the input itself; later ones are handed over (a labelled copy)
+        inbound = _QueueInbound(queues[d], stop, None if d == 0 else steps[groups[d][0]].device)
         try:
-            while True:
-                item = _get(queues[d], stop)
-                if item is _DONE:
-                    _put(queues[d + 1], _DONE, stop)
-                    return
-                i, c, x, y = item
-                group_start = time.perf_counter()
-                if d > 0:  # the hand-over between devices, labelled so traces show copies apart from work
-                    k = groups[d][0]
-                    with record_function(f"copy stage{k - 1}->stage{k}"):
-                        x, y = payload_to(x, steps[k].device), y.to(steps[k].device)
-                for k in groups[d]:
-                    t0 = time.perf_counter()
-                    x, loss = steps[k].accept(x, y, c, chunks)
-                    if loss is not None:
-                        loss = float(loss)  # waits for this device: output is ready to hand over
-                        check_finite(loss, f"stage {k}", i)
-                        stage_losses[k][i] = loss
-                    t1 = time.perf_counter()
-                    intervals.append((k, i, t0, t1))
-                    if i >= warmup_steps:
-                        stage_busy[k] += t1 - t0
-                now = time.perf_counter()
-                if i >= warmup_steps:
-                    device_busy[d] += now - group_start
-                if d == len(groups) - 1 and c == chunks - 1:
-                    completions[i] = now
-                _put(queues[d + 1], (i, c, x, y), stop)
+            records[d] = run_stage_group(steps, groups[d], device, inbound, _QueueOutbound(queues[d + 1], stop),
+                                         chunks=chunks, warmup_steps=warmup_steps, last=d == len(groups) - 1)
         except _Stopped:
             return
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
@@ -141,13 +139,14 @@ def run_pipelined(
                for d in range(len(groups))]
     for t in threads:
         t.start()
+
     def feed() -> None:
+        feeder_out = _QueueOutbound(queues[0], stop)
         try:
-            for i, (x, y) in enumerate(batches):
-                fed[0] = i + 1
-                for c, (xc, yc) in enumerate(zip(x.chunk(chunks), y.chunk(chunks)) if chunks > 1 else [(x, y)]):
-                    _put(queues[0], (i, c, xc, yc), stop)
-            _put(queues[0], _DONE, stop)
+            for x, y in batches:
+                for xc, yc in zip(x.chunk(chunks), y.chunk(chunks)) if chunks > 1 else [(x, y)]:
+                    feeder_out.put(xc, yc)
+            feeder_out.close()
         except _Stopped:
             return
         except BaseException as exc:  # noqa: BLE001 - the data stream failed: re-raised in the caller's thread
@@ -160,12 +159,12 @@ def run_pipelined(
     start = time.perf_counter()
     feeder.start()
     try:
-        while True:
-            item = _get(queues[-1], stop)
-            if item is _DONE:
-                break
-            if on_batch_done is not None and item[1] == chunks - 1:
-                on_batch_done(item[0])
+        drained = 0
+        while _get(queues[-1], stop) is not _DONE:
+            i, c = divmod(drained, chunks)
+            drained += 1
+            if on_batch_done is not None and c == chunks - 1:
+                on_batch_done(i)
     except _Stopped:
         pass
     except BaseException:
@@ -177,13 +176,4 @@ def run_pipelined(
             t.join()
     if errors:
         raise errors[0]
-    return RunRecord(
-        start_time=start,
-        completion_times=[completions[i] for i in range(fed[0])],
-        losses=[sum(stage_losses[k].get(i, 0.0) for k in range(len(steps))) for i in range(fed[0])],
-        warmup_steps=warmup_steps,
-        stage_busy_s=stage_busy,
-        device_busy_s=device_busy,
-        stage_intervals=sorted(intervals, key=lambda iv: iv[2]),
-        stage_losses=[[stage_losses[k].get(i, 0.0) for i in range(fed[0])] for k in range(len(steps))],
-    )
+    return record_from_groups([r for r in records if r is not None], start, warmup_steps)
