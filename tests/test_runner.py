@@ -60,6 +60,8 @@ def test_failing_cells_become_rows_and_others_still_run(tmp_path):
 
 # The cell module of a run that is killed mid-grid: the first cell runs for real, the next one says so in
 # SECOND_CELL_STARTED and waits, so the runner is killed with exactly one cell stored, by construction.
+# The rerun's cells are stand-ins that write ok rows (FAKE_CELL below): what is tested is which cells the
+# rerun runs and what the store holds after it; real cells through the runner are the smoke test's.
 FIRST_CELL_THEN_WAIT = """
 import json, os, runpy, time
 from pathlib import Path
@@ -88,7 +90,7 @@ def test_killed_runner_resumes_without_losing_finished_cells(tmp_path):
     proc.wait()
     finished = set(read_results(results)["cell_id"])
     assert 1 <= len(finished) < 4
-    rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    rerun = subprocess.run(cmd, cwd=ROOT, env=_fake_cell_env(tmp_path, "ok"), capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr
     assert f"skipped {len(finished)} already done" in rerun.stdout
     frame = read_results(results)
