@@ -92,6 +92,15 @@ class CellSettings(BaseModel):
     # read by the report (bench/report/tta.py) from the row's settings: time to these accuracies
     tta_targets: list[Annotated[float, Field(gt=0, le=1)]] = Field(
         default_factory=list, description="absolute accuracies for time-to-accuracy tables")
+    # training health (bench/store/health.py): the margins of the row's `health` flags
+    health_chance_margin: float = Field(
+        0.05, ge=0, le=1, description="did_not_learn: final accuracy below 1/classes + this")
+    health_improving_margin: float = Field(
+        0.01, ge=0, le=1, description="still_improving: accuracy rose by more than this over the last evaluations")
+    health_improving_window: int = Field(
+        3, ge=1, description="still_improving: how many last evaluations (gains from the one before them)")
+    health_spike_fraction: float = Field(
+        0.5, gt=0, description="unstable: a loss above the lowest before it by more than this x the first loss")
     # -- evaluation ---------------------------------------------------------------------
     eval_batches: Optional[int] = Field(4, ge=1, description="test batches for accuracy; null = whole test set")
     eval_batch_size: int = Field(256, ge=1, description="samples per evaluation batch")
@@ -169,7 +178,8 @@ class CellSettings(BaseModel):
 ADDED_DEFAULTS: dict[str, Any] = {
     key: CellSettings.model_fields[key].get_default(call_default_factory=True)
     for key in ("executor", "epochs", "eval_every", "lr_schedule", "lr_min", "checkpoint_every", "keep_checkpoints",
-                "max_train_items", "max_test_items", "tta_targets")
+                "max_train_items", "max_test_items", "tta_targets", "health_chance_margin", "health_improving_margin",
+                "health_improving_window", "health_spike_fraction")
 }
 
 

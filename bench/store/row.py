@@ -76,6 +76,9 @@ class ResultRow(CellIdentity):
     test_acc_val_selected: Optional[float] = None  # test accuracy of the best-validation checkpoint
     val_acc_selected: Optional[float] = None
     test_acc_best: Optional[float] = None  # best test accuracy over checkpoints: selected on test, optimistic
+    # training health (bench/store/health.py): did_not_learn, still_improving, unstable, exit<k>:...;
+    # [] = healthy or not judged; null = a row written before the column (the report recomputes it)
+    health: list[str] = field(default_factory=list)
     glove_coverage: Optional[float] = None  # fraction of vocabulary words found in GloVe
     noise_rate: Optional[float] = None  # fraction of training labels corrupted (seeded)
     val_fraction: Optional[float] = None  # training items held out for validation
