@@ -41,6 +41,7 @@ from bench.execution.record import RunRecord
 from bench.execution.sequential import run_sequential
 from bench.execution.threads import use_threads
 from bench.grid import Cell
+from bench.store.health import HealthThresholds, LearningTrace, health_flags
 from bench.store.row import ResultRow
 from data.prepared import prepare_batches
 from methods.base import Method
@@ -49,7 +50,7 @@ from models.build import build_model
 if TYPE_CHECKING:
     from bench.profiling.profiler import ProfileResult
 
-__all__ = ["run_cell", "prepare_data", "build_method", "place", "train_or_sample", "evaluate", "profile",
+__all__ = ["run_cell", "prepare_data", "build_method", "place", "train_or_sample", "evaluate", "profile", "judge_health",
            "CellData", "BuiltMethod", "PlacedMethod", "Trained", "TrainingResult", "SampledSteps", "Profiled"]
 
 
@@ -126,6 +127,9 @@ class TrainingResult(Protocol):
     def evaluation(self, method: Method, data: CellData) -> Evaluation:
         """The accuracy after all training."""
 
+    def learning(self, num_classes: int, evaluation: Evaluation) -> LearningTrace:
+        """What the training health flags are judged on (bench/store/health.py)."""
+
 
 @dataclass
 class SampledSteps:
@@ -159,6 +163,11 @@ class SampledSteps:
         final = evaluate_now(method, data.test_batches, data.val_batches)
         self.selection.add(self.steps_done, final.test_acc, final.val_acc)
         return Evaluation(final.test_acc, final.eval_samples, self.selection, final.exits)
+
+    def learning(self, num_classes: int, evaluation: Evaluation) -> LearningTrace:
+        """Accuracy at the evaluation points, the timed steps' losses, the exits at the end (no epochs)."""
+        exits = [list(evaluation.exits.exit_acc)] if evaluation.exits is not None else []
+        return LearningTrace(num_classes, list(evaluation.selection.test_acc), self.record.losses, False, exits)
 
 
 @dataclass
@@ -331,6 +340,19 @@ def profile(cell: Cell, placed: PlacedMethod, data: CellData, trained: Trained,
     return Profiled(result, trained.result.step_median_s, results_dir)
 
 
+def judge_health(cell: Cell, data: CellData, trained: Trained, evaluation: Evaluation) -> dict:
+    """The row's `health` flags (bench/store/health.py) from what the cell measured.
+
+    A sampled cell that trained no untimed steps is not judged ([]): its few timed
+    steps measure time, not learning (docs/TRAINING.md "Training health").
+    """
+    s = cell.settings
+    if not s.is_training_run and s.train_steps == 0:
+        return {"health": []}
+    trace = trained.result.learning(data.spec.num_classes, evaluation)
+    return {"health": health_flags(trace, HealthThresholds.from_settings(s))}
+
+
 def run_cell(cell: Cell, data_root: Optional[str] = None, results_dir: Optional[Path] = None) -> ResultRow:
     """Every phase of one cell, in order; its row."""
     started_at, wall_start = utc_now(), time.perf_counter()
@@ -346,5 +368,5 @@ def run_cell(cell: Cell, data_root: Optional[str] = None, results_dir: Optional[
     evaluation = evaluate(placed, data, trained)
     profiled = profile(cell, placed, data, trained, results_dir)
     return cell_row(cell, data.columns(), built.columns(), placed.columns(), trained.columns(), evaluation.columns(),
-                    profiled.columns() if profiled is not None else {},
+                    profiled.columns() if profiled is not None else {}, judge_health(cell, data, trained, evaluation),
                     started_at=started_at, duration_s=time.perf_counter() - wall_start)

@@ -27,6 +27,7 @@ from bench.cell.watchdog import EpochWatchdog
 from bench.execution.choice import run_training
 from bench.execution.devices import synchronize
 from bench.store.curves import CurveRow, append_curve
+from bench.store.health import LearningTrace
 from bench.store.records import from_columns
 from data.epochs import EpochStream
 from methods.schedules import current_lr, make_schedulers
@@ -93,6 +94,12 @@ class TrainingRun:
     def evaluation(self, method: Any, data: "CellData") -> Evaluation:
         """The evaluation after the last epoch, made as the run ended (a training run evaluates as it goes)."""
         return Evaluation(self.final.test_acc, self.final.eval_samples, self.selection, self.final.exits)
+
+    def learning(self, num_classes: int, evaluation: Evaluation) -> LearningTrace:
+        """The whole curve (a resumed run's too): loss per epoch, accuracy and exits per evaluation."""
+        evaluated = [row for row in self.curve if row.test_acc is not None]
+        return LearningTrace(num_classes, [row.test_acc for row in evaluated], [row.train_loss for row in self.curve],
+                             True, [row.exit_acc for row in evaluated if row.exit_acc])
 
 
 def _selection_from(saved: dict) -> SelectionCurve:
