@@ -97,9 +97,9 @@ class TrainingRun:
 
     def learning(self, num_classes: int, evaluation: Evaluation) -> LearningTrace:
         """The whole curve (a resumed run's too): loss per epoch, accuracy and exits per evaluation."""
-        evaluated = [row for row in self.curve if row.test_acc is not None]
-        return LearningTrace(num_classes, [row.test_acc for row in evaluated], [row.train_loss for row in self.curve],
-                             True, [row.exit_acc for row in evaluated if row.exit_acc])
+        accuracy = [row.test_acc for row in self.curve if row.test_acc is not None]
+        exits = [row.exit_acc for row in self.curve if row.test_acc is not None and row.exit_acc]
+        return LearningTrace(num_classes, accuracy, [row.train_loss for row in self.curve], True, exits)
 
 
 def _selection_from(saved: dict) -> SelectionCurve:

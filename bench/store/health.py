@@ -66,8 +66,9 @@ class HealthThresholds:
     @classmethod
     def from_settings(cls, settings: Any) -> "HealthThresholds":
         """From CellSettings, or from a mapping holding the settings (e.g. a row's settings_json with defaults)."""
-        get = settings.get if isinstance(settings, Mapping) else lambda key: getattr(settings, key)
-        return cls(**{name: get(setting) for name, setting in THRESHOLD_SETTINGS.items()})
+        values: Mapping[str, Any] = (settings if isinstance(settings, Mapping) else
+                                     {key: getattr(settings, key) for key in THRESHOLD_SETTINGS.values()})
+        return cls(**{name: values[key] for name, key in THRESHOLD_SETTINGS.items()})
 
 
 @dataclass(frozen=True)
