@@ -2,7 +2,8 @@
 
 Why short: after `make demo` a newcomer should see whether the run worked and
 what it measured, not five tables.  The summary holds the speedup tables, the
-health of the results (how many cells ok and not), any figure
+health of the results (how many cells ok and not, and the runs whose training
+health is flagged: did not learn, still improving, unstable), any figure
 that could not be drawn, and where the report page, the tables and the
 figures are.  The paper's accuracy beside ours appears only for training runs
 on real data: a few sampled steps on a synthetic twin have nothing to compare.
@@ -44,9 +45,12 @@ def where_line(results_dir: Path, page: Path, figures: Sequence[Path], plots: Pa
 
 
 def console_summary(speedups: Sequence[str], accuracy_comparisons: Sequence[str], frame: pd.DataFrame,
-                    notes: Sequence[str], where: str) -> str:
-    """The speedup tables, the paper's accuracy where it applies, health, notes (figures not drawn), where."""
+                    notes: Sequence[str], where: str, training_health: str = "") -> str:
+    """The speedup tables, the paper's accuracy where it applies, health, notes (figures not drawn), where.
+
+    `training_health`: the flagged runs' block (bench/report/health_report.py), under the cell counts.
+    """
     parts = list(speedups)
     if compares_accuracy_with_paper(frame):
         parts += accuracy_comparisons
-    return "\n".join(parts + [health_line(frame)] + [n for n in notes if n] + [where])
+    return "\n".join(parts + [health_line(frame)] + [n for n in [training_health.rstrip(), *notes] if n] + [where])

@@ -34,6 +34,7 @@ th { background: #f0f0f0; }
 code, pre { background: #f6f6f6; padding: 1px 4px; font-size: 12px; }
 img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 .note { color: #a00; font-weight: bold; }
+.health { border: 2px solid #a00; background: #fff4f4; padding: 0.2em 1em; margin: 1em 0; }
 figure { margin: 1em 0 2em; }
 figcaption { font-size: 13px; color: #444; }
 """
@@ -151,8 +152,11 @@ def _figure(path: Path) -> str:
 
 
 def write_page(results_dir: Path, frame: pd.DataFrame, sections: Sequence[tuple[str, str]],
-               figures: Sequence[Path], title: Optional[str] = None, figure_failures: Sequence[str] = ()) -> Path:
+               figures: Sequence[Path], title: Optional[str] = None, figure_failures: Sequence[str] = (),
+               health: str = "") -> Path:
     """Write `report.html` in `results_dir`: `sections` are (heading, markdown); PNG `figures` are inlined.
+
+    `health`: the training-health block (markdown, bench/report/health_report.py), shown first.
 
     `figure_failures`: one line per figure that could not be drawn (bench/report/figure_guard.py), listed
     under the figures so a missing picture is explained where it would have been.
@@ -173,6 +177,8 @@ def write_page(results_dir: Path, frame: pd.DataFrame, sections: Sequence[tuple[
     if description:
         parts.append(f"<p>{html.escape(description)}</p>")
     parts.append(warning)
+    if health:
+        parts.append(f'<div class="health" id="training-health">{markdown_to_html(health)}</div>')
     parts.append("<h2>Provenance</h2>" + _frame_html(_provenance(frame)).replace('class="dataframe"',
                                                                                 'class="dataframe provenance"', 1))
     for heading, markdown in sections:

@@ -20,6 +20,9 @@ runs (`curves.parquet`, one row per cell x epoch; bench/store/curves.py):
   never a number; a mean over trials exists only when every trial reached it.
 - speedup = BP-on-1-device's mean time to the target / the row's mean time, at
   the same model, dataset, batch size and time key (bench/report/baseline.py).
+- a BP baseline that did not learn (its row's `health`, bench/report/health_report.py)
+  is no baseline: targets relative to its final accuracy are not computed (a note
+  says why) and no time is divided by its time; the table says "BP did not learn".
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from bench.report.baseline import baseline_rows, is_baseline, time_key
+from bench.report.health_report import DID_NOT_LEARN_MARK, baseline_did_not_learn, did_not_learn, health_block
 from bench.report.method_facts import method_label, report_rank
 
 __all__ = ["BP_FRACTIONS", "METRICS", "Target", "load_curves", "curves_with_rows", "first_reached", "targets_for",
@@ -71,7 +75,7 @@ def curves_with_rows(curves: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
     if curves.empty:
         return curves
     curves = curves.copy()
-    extra = [c for c in ("method", "settings_json", "device_kind", "threads_per_device", "status")
+    extra = [c for c in ("method", "settings_json", "device_kind", "threads_per_device", "status", "health")
              if c in frame.columns]
     if "cell_id" in frame.columns and extra:
         rows = frame.drop_duplicates("cell_id").set_index("cell_id")[extra]
@@ -139,10 +143,13 @@ def targets_for(frame: pd.DataFrame, curves: pd.DataFrame, pair: tuple, metric: 
         part = part[part[key] == value]
     targets = [Target(f"acc {100 * v:.1f} %", v, "absolute") for v in _absolute_targets(part["settings_json"])]
     final = _bp_final(frame, curves, pair, metric)
+    model, dataset, batch = pair
     if final is None:
-        model, dataset, batch = pair
         return targets, (f"no BP run on 1 device for {model} on {dataset} at batch {batch}: targets relative "
                          f"to BP's final {metric} accuracy not computed")
+    if baseline_did_not_learn(frame, zip(_PAIR, pair)):
+        return targets, (f"BP on 1 device did not learn {model} on {dataset} at batch {batch} (training health): "
+                         f"targets relative to its final {metric} accuracy not computed")
     targets += [Target(f"{100 * f:.0f} % of BP", f * final, "bp_fraction") for f in BP_FRACTIONS]
     return targets, ""
 
@@ -165,7 +172,8 @@ def tta_frame(frame: pd.DataFrame, curves: pd.DataFrame) -> tuple[pd.DataFrame, 
             for cell_id, run in part.groupby("cell_id", sort=False):
                 first = run.iloc[0]
                 base = {"cell_id": cell_id, **{c: first[c] for c in _RUN_COLUMNS},
-                        "_time_key": time_key(first), "epochs_run": int(run["epoch"].max())}
+                        "_time_key": time_key(first), "epochs_run": int(run["epoch"].max()),
+                        "did_not_learn": did_not_learn(first.get("health"))}
                 for target in targets:
                     records.append({**base, "metric": metric, "target": target.label, "target_kind": target.kind,
                                     "target_acc": target.value, **first_reached(run, column, target.value)})
@@ -204,7 +212,7 @@ def tta_speedup_frame(tta: pd.DataFrame) -> pd.DataFrame:
     grouped = tta.groupby(keys, sort=False)
     stats = grouped.agg(target_acc=("target_acc", "first"), trials=("reached", "size"),
                         trials_reached=("reached", "sum"), tta_mean_s=("time_s", "mean"),
-                        tta_std_s=("time_s", "std")).reset_index()
+                        tta_std_s=("time_s", "std"), did_not_learn=("did_not_learn", "any")).reset_index()
     stats.loc[stats["trials_reached"] < stats["trials"], ["tta_mean_s", "tta_std_s"]] = np.nan
     bp = baseline_rows(stats)
     bases = []
@@ -215,12 +223,14 @@ def tta_speedup_frame(tta: pd.DataFrame) -> pd.DataFrame:
         same = mine[mine["_time_key"] == row["_time_key"]]
         chosen = same if not same.empty else (mine if mine["_time_key"].nunique() == 1 else mine.iloc[0:0])
         if chosen.empty:
-            bases.append((np.nan, False))
+            bases.append((np.nan, False, False))
         else:
             reached = bool((chosen["trials_reached"] == chosen["trials"]).all())
-            bases.append((float(chosen["tta_mean_s"].mean()) if reached else np.nan, True))
-    stats["bp_tta_s"] = [b for b, _ in bases]
-    stats["has_bp"] = [h for _, h in bases]
+            unlearned = bool(chosen["did_not_learn"].any())  # no baseline: its time is not divided into
+            bases.append((float(chosen["tta_mean_s"].mean()) if reached and not unlearned else np.nan, True, unlearned))
+    stats["bp_tta_s"] = [b for b, _, _ in bases]
+    stats["has_bp"] = [h for _, h, _ in bases]
+    stats["bp_did_not_learn"] = [u for _, _, u in bases]
     stats["speedup"] = stats["bp_tta_s"] / stats["tta_mean_s"]
     stats["trials_reached"] = stats["trials_reached"].astype(int)
     return stats.drop(columns="_time_key")
@@ -242,9 +252,12 @@ def tta_speedup_table(stats: pd.DataFrame) -> pd.DataFrame:
             if r["trials_reached"] < r["trials"]:
                 cells.append(f"not reached by {r['trials'] - r['trials_reached']}/{r['trials']} trials")
             elif is_baseline(method, devices):
-                cells.append(f"1x ({_seconds(r['tta_mean_s'])})")
+                mark = f"; {DID_NOT_LEARN_MARK}" if r["did_not_learn"] else ""
+                cells.append(f"1x ({_seconds(r['tta_mean_s'])}{mark})")
             elif not r["has_bp"]:
                 cells.append(f"({_seconds(r['tta_mean_s'])}; no BP baseline)")
+            elif r["bp_did_not_learn"]:
+                cells.append(f"({_seconds(r['tta_mean_s'])}; BP {DID_NOT_LEARN_MARK})")
             elif pd.isna(r["bp_tta_s"]):
                 cells.append(f"({_seconds(r['tta_mean_s'])}; BP did not reach it)")
             else:
@@ -283,7 +296,9 @@ def write_tta(results_dir: Path, frame: pd.DataFrame,
                          f"**Speedup in time to {metric} accuracy over BP on 1 device: {model} on {dataset}, batch "
                          f"{batch}** (BP's mean time over trials / the row's; a mean only when every trial reached the "
                          f"target). {_HOW}\n\n" + markdown_table(tta_speedup_table(part), "method") + "\n"))
-    (results_dir / "tta.md").write_text("\n".join(per_run) + note_text)
-    (results_dir / "tta_speedup.md").write_text("\n".join(md for _, md in speedups) + note_text)
+    block = health_block(frame[frame["cell_id"].isin(curves["cell_id"])]) if "cell_id" in frame else ""
+    block += "\n" if block else ""
+    (results_dir / "tta.md").write_text(block + "\n".join(per_run) + note_text)
+    (results_dir / "tta_speedup.md").write_text(block + "\n".join(md for _, md in speedups) + note_text)
     sections = speedups + [("Time to accuracy, every run", "\n".join(per_run) + note_text)]
     return sections, tta

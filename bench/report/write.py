@@ -26,6 +26,13 @@ from bench.report.accuracy_tables import write_accuracy_tables
 from bench.report.baseline import is_baseline, with_bp_baseline
 from bench.report.console import console_summary, where_line
 from bench.report.figure_guard import FigureLog
+from bench.report.health_report import (
+    DID_NOT_LEARN_MARK,
+    baseline_did_not_learn,
+    did_not_learn,
+    health_block,
+    with_health,
+)
 from bench.report.method_facts import method_label, report_rank
 from bench.report.page import write_page
 from bench.report.paper import write_paper_comparisons
@@ -48,11 +55,15 @@ def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Rows "method (N devices)", columns batch size, cells "1.23x" (BP on 1 device: "1x (time)").
 
     `frame` holds the rows of one model/dataset pair; trials are averaged.  The
-    baseline of each row is chosen by bench/report/baseline.py.
+    baseline of each row is chosen by bench/report/baseline.py.  A run whose
+    `health` says it did not learn keeps its number (a time per epoch is the
+    time of the same work, learned or not) with "did not learn" beside it.
     """
     ok = with_bp_baseline(frame)
     grouped = ok.groupby(["method", "devices", "batch_size"])
     epochs, bases = grouped["epoch_time_s"].mean(), grouped["bp_epoch_time_s"].mean()
+    unlearned = (grouped["health"].agg(lambda flags: any(did_not_learn(f) for f in flags)) if "health" in ok
+                 else pd.Series(dtype=bool))
     batch_sizes = sorted(ok["batch_size"].unique())
     rows = sorted({(m, d) for m, d, _ in epochs.index}, key=lambda md: (report_rank(md[0]), md[1]))
     table = {}
@@ -62,14 +73,15 @@ def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
         for b in batch_sizes:
             base = bases.get((method, devices, b))
             mine = epochs.get((method, devices, b))
+            mark = f"; {DID_NOT_LEARN_MARK}" if unlearned.get((method, devices, b), False) else ""
             if mine is None or pd.isna(mine):
                 cells.append("–")
             elif is_baseline(method, devices):
-                cells.append(f"1x ({_format_seconds(mine)})")
+                cells.append(f"1x ({_format_seconds(mine)}{mark})")
             elif base is None or pd.isna(base):
-                cells.append(f"({_format_seconds(mine)}; no BP baseline)")
+                cells.append(f"({_format_seconds(mine)}; no BP baseline{mark})")
             else:
-                cells.append(f"{base / mine:.2f}x")
+                cells.append(f"{base / mine:.2f}x" + (f" ({DID_NOT_LEARN_MARK})" if mark else ""))
         table[label] = cells
     return pd.DataFrame.from_dict(table, orient="index", columns=[f"batch {b}" for b in batch_sizes])
 
@@ -147,6 +159,16 @@ def _caption(frame: pd.DataFrame, model: str, dataset: str) -> str:
     return " ".join(parts)
 
 
+def _unlearned_baseline_note(frame: pd.DataFrame) -> str:
+    """A line under a speedup table whose BP baseline did not learn: why the ratios stay, what they mean."""
+    batches = [b for b in sorted(frame["batch_size"].unique()) if baseline_did_not_learn(frame, [("batch_size", b)])]
+    if not batches:
+        return ""
+    return (f"\nNote: BP on 1 device did NOT LEARN at batch {', '.join(map(str, batches))} (training health): its "
+            "epoch time is still the time of the same work, so these ratios compare time per epoch only; no accuracy "
+            "comes with them, and no time to accuracy is measured against it.\n")
+
+
 def _plots_dir(results_dir: Path) -> Path:
     from bench.report.figures import plots_dir  # matplotlib/seaborn: only when a report is written
 
@@ -173,6 +195,11 @@ def _write_all_figures(results_dir: Path, frame: pd.DataFrame, curves: pd.DataFr
     return figures, log
 
 
+def _with_block(block: str, text: str) -> str:
+    """A table file's text under its training-health block (none when every run it shows is healthy)."""
+    return f"{block}\n{text}" if block else text
+
+
 @dataclass(frozen=True)
 class WrittenReport:
     """What `write_report_files` wrote: every table as markdown, and the short summary a run ends with."""
@@ -197,23 +224,30 @@ def write_report_files(results_dir: Path) -> WrittenReport:
         return WrittenReport(f"no results in {results_dir}", f"no results in {results_dir}")
     out, sections = [], []
     speedups, accuracy_comparisons, notes = [], [], []
+    try:
+        stored_curves = load_curves(results_dir)
+    except (StoreError, OSError, ValueError) as exc:  # a broken curves file must not cost the other tables
+        stored_curves = pd.DataFrame()
+        out.append(f"training curves not read: {exc}")
+        notes.append(out[-1])
+    # every run's training health (bench/report/health_report.py): one block on top, one per table file
+    frame = with_health(frame, stored_curves)
+    health = health_block(frame)
+    if health:
+        out.insert(0, health)
     for (model, dataset), part in frame.groupby(["model", "dataset"], sort=True):
         table = speedup_table(part)
         if table.empty:
             continue
         stem = f"speedup_{model}_{dataset.replace('@', '-')}"
         table.to_csv(results_dir / f"{stem}.csv")
-        text = f"**{_caption(part[part['status'] == 'ok'], model, dataset)}**\n\n{markdown_table(table, 'method')}\n"
-        (results_dir / f"{stem}.md").write_text(text)
+        text = (f"**{_caption(part[part['status'] == 'ok'], model, dataset)}**\n\n{markdown_table(table, 'method')}\n"
+                + _unlearned_baseline_note(part))
+        (results_dir / f"{stem}.md").write_text(_with_block(health_block(part), text))
         out.append(text)
         speedups.append(text)
         sections.append((f"Speedup: {model} on {dataset}", text))
-    try:
-        curves = curves_with_rows(load_curves(results_dir), frame)
-    except (StoreError, OSError, ValueError) as exc:  # a broken curves file must not cost the other tables
-        curves = pd.DataFrame()
-        out.append(f"training curves not read: {exc}")
-        notes.append(out[-1])
+    curves = curves_with_rows(stored_curves, frame)
     tta_sections, tta = write_tta(results_dir, frame, curves)
     for heading, text in tta_sections:
         sections.append((heading, text))  # beside the per-epoch speedup tables
@@ -235,7 +269,7 @@ def write_report_files(results_dir: Path) -> WrittenReport:
                 table = accuracy_table(frame[selected], metric)
                 table.to_csv(results_dir / f"accuracy_{metric}.csv")
                 text += f"\n**{title}, mean ± std over trials.**\n\n" + markdown_table(table, "method devices batch") + "\n"
-        (results_dir / "accuracy.md").write_text(text)
+        (results_dir / "accuracy.md").write_text(_with_block(health, text))
         out.append(text)
         sections.append(("Accuracy", text))
     for heading, text in write_accuracy_tables(results_dir, frame):
@@ -268,10 +302,11 @@ def write_report_files(results_dir: Path) -> WrittenReport:
     if log.failures:
         out.append(log.markdown())
         notes.append(log.markdown())
-    page = write_page(results_dir, frame, sections, figures, figure_failures=[str(f) for f in log.failures])
+    page = write_page(results_dir, frame, sections, figures, figure_failures=[str(f) for f in log.failures],
+                      health=health)
     out.append(f"report page: {page}")
     where = where_line(results_dir, page, figures, _plots_dir(results_dir))
-    return WrittenReport("\n".join(out), console_summary(speedups, accuracy_comparisons, frame, notes, where))
+    return WrittenReport("\n".join(out), console_summary(speedups, accuracy_comparisons, frame, notes, where, health))
 
 
 def main(argv: list[str]) -> int:
