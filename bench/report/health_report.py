@@ -101,8 +101,8 @@ def health_block(frame: pd.DataFrame) -> str:
                         key=lambda s: s.map(report_rank) if s.name == "method" else s)
     judged = int((frame["status"] == "ok").sum())
     seen = dict.fromkeys(flag.split(":")[-1] for flags in ok["health"] for flag in flags)
-    lines = [f"**Training health: {len(ok)} of {judged} run(s) flagged.** Their numbers below are what was "
-             "measured, not what the method can reach (docs/TRAINING.md, \"Training health\")."]
+    lines = [f"**Training health: {len(ok)} of {judged} run(s) flagged.** Read their numbers below with the flags "
+             "in mind (docs/TRAINING.md, \"Training health\")."]
     lines += [f"- {_run_line(row)}" for row in ok.itertuples()]
     lines += [f"- `{flag}`: {_MEANINGS[flag]}." for flag in seen if flag in _MEANINGS]
     return "\n".join(lines) + "\n"
