@@ -38,7 +38,7 @@ _MEANINGS = {
 
 def did_not_learn(flags: Any) -> bool:
     """Whether a row's flags say its final head did not learn (an exit's flag does not count)."""
-    return flags is not None and not isinstance(flags, float) and DID_NOT_LEARN in list(flags)
+    return DID_NOT_LEARN in _values(flags)
 
 
 def _thresholds(settings_json: Any) -> HealthThresholds:
@@ -49,6 +49,7 @@ def _thresholds(settings_json: Any) -> HealthThresholds:
 
 
 def _values(column: Any) -> list:
+    """A list column's value as a list (parquet reads lists as arrays, a missing one as None or NaN)."""
     return [] if column is None or isinstance(column, float) else list(column)
 
 
@@ -94,7 +95,7 @@ def health_block(frame: pd.DataFrame) -> str:
     """The warning block (markdown) over the ok rows of `frame`; "" when every run is healthy or not judged."""
     if "health" not in frame:
         return ""
-    ok = frame[(frame["status"] == "ok") & frame["health"].map(lambda h: isinstance(h, list) and len(h) > 0)]
+    ok = frame[(frame["status"] == "ok") & frame["health"].map(lambda h: len(_values(h)) > 0)]
     if ok.empty:
         return ""
     ok = ok.sort_values(["model", "dataset", "batch_size", "method", "devices", "trial"],
