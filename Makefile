@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 
-.PHONY: setup demo test bench clean browser gpu-check
+.PHONY: setup demo test test-fast bench clean browser gpu-check
 
 setup: $(STAMP)
 
@@ -19,11 +19,16 @@ $(STAMP): requirements.txt requirements-dev.txt
 demo: setup
 	$(PY) run_matrix.py --grid demo.yaml
 
-# lint and type check first (seconds), then the tests; the report-page test needs `browser`
+# lint and type check first (seconds), then the tests, two at a time (pytest-xdist; the slow ones
+# first, tests/conftest.py); the report-page test needs `browser`
 test: setup browser
 	$(PY) -m ruff check .
 	$(PY) -m mypy
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist worksteal tests
+
+# the inner loop: every test not marked slow (no cells, grids or extra processes), under 2 minutes
+test-fast: setup
+	$(PY) -m pytest -q -n 2 --dist worksteal -m "not slow" tests
 
 bench: setup
 	$(PY) -m bench.benchmark
