@@ -1,14 +1,18 @@
 """Decoupled stages in one process per device compute what the sequential loop computes."""
 import copy
+import os
+import signal
 
 import pytest
 import torch
+from test_ranks import assert_gone, deadline_once_stopped, record_pid
 
 from bench.execution import resolve_devices, run_sequential, stage_devices
 from bench.execution.distributed_pipeline import launched_by_torchrun, run_distributed_pipeline
 from bench.execution.p2p import decode_header, encode_header, flatten, unflatten
 from bench.execution.record import NonFiniteLossError
 from methods import MethodConfig, create_method
+from methods.base import StageStep
 from models import create_model
 
 
@@ -154,3 +158,47 @@ def test_profiled_ranks_write_one_trace_each_and_leave_the_method_alone(tmp_path
     assert [f.split(".")[0] for f in files] == ["cell-rank0", "cell-rank1"]
     stages = {e.stage for e in load_trace_dir(tmp_path).phases}  # both ranks on one timeline
     assert stages == {0, 1, 2, 3}
+
+
+def fault_at_batch(rank: int, world: int, device, inner, pid_dir: str, victim: int, stage: int, batch: int,
+                   fault: str, *args):
+    """The pipeline's rank job, in which rank `victim` exits or stops as its `stage` starts on `batch`."""
+    record_pid(pid_dir, rank)
+    if rank == victim:
+        accept, seen = StageStep.accept, [0]
+
+        def faulty(step, x, y, chunk, chunks):
+            if step.index == stage:
+                if seen[0] == batch and fault == "exit":
+                    os._exit(3)
+                if seen[0] == batch and fault == "stop":
+                    os.kill(os.getpid(), signal.SIGSTOP)
+                seen[0] += 1
+            return accept(step, x, y, chunk, chunks)
+
+        StageStep.accept = faulty  # in this rank's process only
+    return inner(rank, world, device, *args)
+
+
+def _with_fault(tmp_path, victim: int, stage: int, fault: str):
+    # at batch 1: both ranks have passed the start barrier, so both pids are recorded
+    return lambda fn, args: (fault_at_batch, (fn, str(tmp_path), victim, stage, 1, fault, *args))
+
+
+@pytest.mark.slow
+def test_a_rank_that_exits_mid_run_ends_the_pipeline(tmp_path):
+    devices = resolve_devices(2, "cpu", threads_per_device=1)
+    with pytest.raises(RuntimeError, match="rank 1: exited with code 3"):
+        run_distributed_pipeline(_fresh(), [2, 2], devices, _batches(4), warmup_steps=0, timeout_s=600,
+                                 rank_wrapper=_with_fault(tmp_path, victim=1, stage=2, fault="exit"))
+    assert_gone(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_rank_that_stops_mid_run_ends_the_pipeline_at_its_timeout(tmp_path, monkeypatch):
+    deadline_once_stopped(monkeypatch, tmp_path, rank=0)
+    devices = resolve_devices(2, "cpu", threads_per_device=1)
+    with pytest.raises(TimeoutError, match="did not report within 600 s"):
+        run_distributed_pipeline(_fresh(), [2, 2], devices, _batches(4), warmup_steps=0, timeout_s=600,
+                                 rank_wrapper=_with_fault(tmp_path, victim=0, stage=0, fault="stop"))
+    assert_gone(tmp_path)

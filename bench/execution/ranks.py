@@ -5,15 +5,27 @@ The route to real concurrency for methods whose library drives its own schedule
 several machines.  Each rank gets `threads_per_device` intra-op threads, set
 before any work.  Results come back through a queue that is read *before* the
 processes are joined (joining first can deadlock on queued tensors).
+
+A rank that fails, exits without a result (killed, `os._exit`) or hangs
+(stopped, deadlocked) must not leave the others blocked in a collective with
+it: the parent watches its ranks, ends them all as soon as one has failed or
+`timeout_s` has passed (SIGTERM, then SIGKILL, which also ends a stopped
+process), and raises.  Each rank's process group times out a little after
+that, and a rank dies with the parent (PR_SET_PDEATHSIG), so no rank outlives
+the call even when the parent itself is killed.
 """
 from __future__ import annotations
 
+import ctypes
+import datetime
 import io
 import os
 import queue as queue_module
+import signal
 import socket
+import time
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -23,7 +35,7 @@ from .devices import DeviceSet
 from .record import RunRecord, check_finite
 from .threads import use_threads
 
-__all__ = ["run_ranks", "free_port", "record_from_ranks"]
+__all__ = ["run_ranks", "RanksFailed", "free_port", "record_from_ranks"]
 
 
 def free_port() -> int:
@@ -42,7 +54,27 @@ def _from_bytes(blob: bytes) -> Any:
     return torch.load(io.BytesIO(blob), weights_only=False)
 
 
-def _rank_main(rank: int, world: int, port: int, devices: DeviceSet, fn: Callable, args_blob: bytes, results) -> None:
+_POLL_S = 0.2  # how often the parent looks at its ranks while it waits for their results
+_GRACE_S = 5.0  # how long a terminated rank may take to exit before it is killed
+_SETTLE_S = 1.0  # after a failure, how long the others may take to report theirs (often caused by it)
+_GROUP_GRACE_S = 60.0  # a rank's own collectives time out this long after the parent's deadline
+_now = time.monotonic  # the parent's clock for `timeout_s` (tests move it)
+
+
+def _die_with(parent: int) -> None:
+    """Linux: this process gets SIGKILL when the thread that spawned it ends (e.g. the cell is killed)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux: the process group timeout still ends it
+        return
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+
+
+def _rank_main(rank: int, world: int, port: int, devices: DeviceSet, fn: Callable, args_blob: bytes, results,
+               parent: int, timeout_s: float) -> None:
+    _die_with(parent)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     use_threads(devices.threads_per_device)
     device = devices.devices[rank]
@@ -50,7 +82,8 @@ def _rank_main(rank: int, world: int, port: int, devices: DeviceSet, fn: Callabl
     if device.type == "cuda":
         torch.cuda.set_device(device)
     try:
-        dist.init_process_group(backend, rank=rank, world_size=world)
+        dist.init_process_group(backend, rank=rank, world_size=world,
+                                timeout=datetime.timedelta(seconds=timeout_s + _GROUP_GRACE_S))
         out = fn(rank, world, device, *_from_bytes(args_blob))
         # Serialised to bytes: a tensor put on a torch.multiprocessing queue travels as
         # a shared-memory handle that dies with this process, so the parent reading it
@@ -63,8 +96,70 @@ def _rank_main(rank: int, world: int, port: int, devices: DeviceSet, fn: Callabl
             dist.destroy_process_group()
 
 
+class RanksFailed(RuntimeError):
+    """A rank raised or exited without its result; every rank has been ended."""
+
+
+def _watch(procs: list, results, timeout_s: float) -> tuple[dict[int, Any], Optional[BaseException]]:
+    """Collect every rank's result; stop soon after the first failure, or at the deadline: (results, failure)."""
+    world = len(procs)
+    deadline = _now() + timeout_s
+    collected: dict[int, Any] = {}
+    errors: dict[int, str] = {}
+    while len(collected) + len(errors) < world:
+        if errors and _now() >= deadline:
+            break
+        if not errors and _now() >= deadline:
+            hung = [r for r in range(world) if r not in collected]
+            return collected, TimeoutError(f"ranks {hung} did not report within {timeout_s:.0f} s (hung or stopped); "
+                                           "every rank was ended")
+        # Looked at before the queue: a rank that reported and then exited has its report in the pipe already.
+        dead = [r for r, p in enumerate(procs) if p.exitcode is not None and r not in collected and r not in errors]
+        try:
+            rank, status, payload = results.get(timeout=_POLL_S)
+        except queue_module.Empty:
+            for r in dead:
+                errors[r] = f"exited with code {procs[r].exitcode} without a result (killed, or os._exit)"
+            if dead:
+                deadline = min(deadline, _now() + _SETTLE_S)
+            continue
+        if status == "ok":
+            collected[rank] = _from_bytes(payload)
+        else:
+            errors[rank] = payload
+            deadline = min(deadline, _now() + _SETTLE_S)
+    if not errors:
+        return collected, None
+    return collected, RanksFailed("a rank failed:\n" + "\n".join(f"rank {r}: {e}" for r, e in sorted(errors.items())))
+
+
+def _end(procs: list, failure: Optional[BaseException]) -> None:
+    """Join every rank, ending the living ones after a failure (SIGTERM, then SIGKILL) or a timeout (SIGKILL:
+    a hung rank will not finish, and a stopped one ignores SIGTERM)."""
+    started = [p for p in procs if p.pid is not None]
+    if failure is None:
+        for p in started:
+            p.join(timeout=60)
+    for p in started:
+        if p.is_alive() and isinstance(failure, TimeoutError):
+            p.kill()
+        elif p.is_alive():
+            p.terminate()
+    limit = time.monotonic() + _GRACE_S
+    for p in started:
+        p.join(timeout=max(0.0, limit - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
 def run_ranks(fn: Callable, devices: DeviceSet, args: tuple = (), timeout_s: float = 1800.0) -> list[Any]:
-    """Run `fn(rank, world, device, *args)` in one spawned process per device; return results by rank."""
+    """Run `fn(rank, world, device, *args)` in one spawned process per device; return results by rank.
+
+    Raises `RanksFailed` (a RuntimeError naming each failed rank: its traceback,
+    or how it exited) once a rank has failed, and TimeoutError once `timeout_s`
+    has passed; either way no rank process is left.
+    """
     world = devices.count
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
@@ -74,32 +169,22 @@ def run_ranks(fn: Callable, devices: DeviceSet, args: tuple = (), timeout_s: flo
     # DDP's two ranks each applied the averaged step to it, doubling BP's update.
     args_blob = _to_bytes(tuple(args))
     procs = [
-        ctx.Process(target=_rank_main, args=(r, world, port, devices, fn, args_blob, results), daemon=False)
+        ctx.Process(target=_rank_main, args=(r, world, port, devices, fn, args_blob, results, os.getpid(), timeout_s),
+                    daemon=False)
         for r in range(world)
     ]
-    for p in procs:
-        p.start()
-    collected: dict[int, Any] = {}
-    errors: list[str] = []
+    failure: Optional[BaseException] = None
     try:
-        while len(collected) + len(errors) < world:
-            try:
-                rank, status, payload = results.get(timeout=timeout_s)
-            except queue_module.Empty:
-                raise TimeoutError(f"ranks did not report within {timeout_s:.0f} s") from None
-            if status == "ok":
-                collected[rank] = _from_bytes(payload)
-            else:
-                errors.append(f"rank {rank}: {payload}")
-                break  # the other ranks may be blocked on the failed one
-    finally:
         for p in procs:
-            p.join(timeout=5 if errors else 60)
-            if p.is_alive():
-                p.terminate()
-                p.join()
-    if errors:
-        raise RuntimeError("a rank failed:\n" + "\n".join(errors))
+            p.start()
+        collected, failure = _watch(procs, results, timeout_s)
+    except BaseException as exc:  # interrupted (KeyboardInterrupt): end the ranks too
+        failure = exc
+        raise
+    finally:
+        _end(procs, failure)
+    if failure is not None:
+        raise failure
     return [collected[r] for r in range(world)]
 
 
