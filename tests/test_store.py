@@ -8,10 +8,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bench.store.compact import compact
-from bench.store.layout import StoreError, check_results_dir, remove_stale_temps, writer_tag
 from bench.run.retry import finished_cell_ids
+from bench.store.compact import compact
 from bench.store.fragments import append_rows, list_fragments
+from bench.store.layout import StoreError, check_results_dir, remove_stale_temps, writer_tag
 from bench.store.read import read_history, read_results
 from bench.store.row import ARROW_SCHEMA, SCHEMA_VERSION, ResultRow
 from tests.conftest import ROOT
