@@ -51,6 +51,7 @@ def test_two_gloo_processes_equal_the_sequential_run_bit_for_bit():
     for a, b in zip(_params(reference), _params(method)):
         assert torch.equal(a, b)
     assert record.losses == ref_record.losses
+    assert record.stage_losses == ref_record.stage_losses  # the same stage loop as the threads' records them
     # the optimizer state came back too: one more step keeps the two runs identical
     x, y = batches[0]
     assert method.train_step(x, y) == reference.train_step(x, y)

@@ -43,6 +43,7 @@ def test_scpl_pipelined_is_bit_identical_to_sequential(devices, balance):
     for a, b in zip(_params(reference), _params(piped)):
         assert torch.equal(a, b)
     assert record.losses == ref_record.losses
+    assert record.stage_losses == ref_record.stage_losses
 
 
 def test_bp_on_n_devices_equals_bp_on_one():

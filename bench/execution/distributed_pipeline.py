@@ -153,7 +153,7 @@ def _train_rank(rank: int, world: int, device: torch.device, method: Method, bal
     else:
         dist.barrier()  # every rank starts its clock together
     start = time.perf_counter()
-    inbound: Inbound = feed if feed is not None else P2PReceiver(rank - 1, device)  # after the barrier (see there)
+    inbound: Inbound = feed if feed is not None else P2PReceiver(rank - 1, device)  # after the barrier: see P2PReceiver
     record = run_stage_group(steps, mine, device, inbound, outbound, chunks=chunks, warmup_steps=warmup_steps,
                              last=last)
     return {
