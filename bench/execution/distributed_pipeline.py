@@ -48,7 +48,7 @@ from methods.base import Method
 from models import payload_to
 from models.staged import Payload
 
-from .devices import DeviceSet
+from .devices import DeviceSet, synchronize
 from .p2p import P2PReceiver, P2PSender
 from .ranks import run_ranks
 from .record import GroupRecord, NonFiniteLossError, RunRecord, record_from_groups
@@ -66,11 +66,6 @@ _TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR")
 def launched_by_torchrun() -> bool:
     """True inside a rank started by torchrun (or any env:// launcher): rendezvous from the environment."""
     return all(name in os.environ for name in _TORCHRUN_ENV)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # -- the ends of the pipeline --------------------------------------------------------------------
@@ -147,7 +142,7 @@ def _train_rank(rank: int, world: int, device: torch.device, method: Method, bal
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    _sync(device)
+    synchronize([device])
     if device.type == "cuda":  # NCCL's barrier needs to know this rank's GPU
         dist.barrier(device_ids=[device.index])
     else:

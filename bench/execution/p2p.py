@@ -110,7 +110,7 @@ class P2PReceiver:
 
     def __init__(self, peer: int, device: torch.device) -> None:
         self.peer, self.device = peer, device
-        self.header = torch.empty(HEADER_LEN, dtype=torch.int64, device=device)
+        self.header: torch.Tensor  # allocated by each _post_header
         self.header_work: Optional[dist.Work] = None
         self._post_header()
 
