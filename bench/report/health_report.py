@@ -21,18 +21,26 @@ import pandas as pd
 from bench.grid.settings import CellSettings
 from bench.report.baseline import baseline_rows
 from bench.report.method_facts import method_label, report_rank
-from bench.store.health import DID_NOT_LEARN, THRESHOLD_SETTINGS, HealthThresholds, LearningTrace, health_flags
+from bench.store.health import (
+    DID_NOT_LEARN,
+    STILL_IMPROVING,
+    THRESHOLD_SETTINGS,
+    UNSTABLE,
+    HealthThresholds,
+    LearningTrace,
+    health_flags,
+)
 
 __all__ = ["with_health", "did_not_learn", "health_block", "baseline_did_not_learn", "DID_NOT_LEARN_MARK"]
 
 DID_NOT_LEARN_MARK = "did not learn"  # what a table cell of such a run says beside its number
 
 _MEANINGS = {
-    "did_not_learn": "final accuracy within `health_chance_margin` of chance (1 / classes), or the training loss "
+    DID_NOT_LEARN: "final accuracy within `health_chance_margin` of chance (1 / classes), or the training loss "
                      "never below its first epoch's",
-    "still_improving": "accuracy still rose by more than `health_improving_margin` over the last "
+    STILL_IMPROVING: "accuracy still rose by more than `health_improving_margin` over the last "
                        "`health_improving_window` evaluations: more epochs would change the numbers",
-    "unstable": "a loss not finite, or a spike above the lowest loss before it",
+    UNSTABLE: "a loss not finite, or a spike above the lowest loss before it",
 }
 
 
@@ -41,8 +49,8 @@ def did_not_learn(flags: Any) -> bool:
     return DID_NOT_LEARN in _values(flags)
 
 
-def _thresholds(settings_json: Any) -> HealthThresholds:
-    stored = json.loads(settings_json) if isinstance(settings_json, str) else {}
+def _thresholds(stored: dict) -> HealthThresholds:
+    """The row's thresholds: its stored settings (parsed settings_json), defaults where it predates them."""
     fields = CellSettings.model_fields
     return HealthThresholds.from_settings({key: stored.get(key, fields[key].default)
                                            for key in THRESHOLD_SETTINGS.values()})
@@ -70,7 +78,7 @@ def _recomputed(row: pd.Series, curves: pd.DataFrame) -> list[str]:
         accuracy = _values(row.get("test_acc_curve")) or ([] if pd.isna(row.get("test_acc")) else [row["test_acc"]])
         exits = _values(row.get("exit_acc"))
         trace = LearningTrace(classes, accuracy, (), False, [exits] if exits else [])
-    return health_flags(trace, _thresholds(row.get("settings_json")))
+    return health_flags(trace, _thresholds(settings))
 
 
 def with_health(frame: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:

@@ -110,7 +110,7 @@ def _loss_flags(losses: Sequence[float], per_epoch: bool, limits: HealthThreshol
         flags.append(DID_NOT_LEARN)
     lowest = math.inf
     for value in losses:
-        if losses and value - lowest > limits.spike_fraction * abs(losses[0]):
+        if value - lowest > limits.spike_fraction * abs(losses[0]):
             flags.append(UNSTABLE)
             break
         lowest = min(lowest, value)
