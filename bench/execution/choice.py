@@ -13,7 +13,7 @@ through `choose_executor` and `run_training`, so the rule is written once:
 from __future__ import annotations
 
 from enum import Enum
-from typing import Callable, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
 
 from methods.base import Execution, Method
 from methods.rank_method import RankMethod
@@ -21,12 +21,12 @@ from methods.rank_method import RankMethod
 from .devices import DeviceSet
 from .record import RunRecord
 
-__all__ = ["Executor", "choose_executor", "run_training", "RankWrapper", "rank_method"]
+if TYPE_CHECKING:  # the rank executor (torch.distributed) is imported only when a rank method runs
+    from .ranks import RankWrapper
+
+__all__ = ["Executor", "choose_executor", "run_training", "rank_method"]
 
 RANK_HOOKS = ("rank_job", "absorb", "optimizer_state")  # what a RANKS method gives its executor
-
-RankWrapper = Callable[[Callable, tuple], tuple[Callable, tuple]]
-"""(rank fn, args) -> (rank fn, args): how the profiler runs each rank under torch.profiler."""
 
 
 class Executor(str, Enum):

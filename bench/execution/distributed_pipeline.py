@@ -50,15 +50,11 @@ from models.staged import Payload
 
 from .devices import DeviceSet, synchronize
 from .p2p import P2PReceiver, P2PSender
-from .ranks import run_ranks
+from .ranks import RankWrapper, run_ranks
 from .record import GroupRecord, NonFiniteLossError, RunRecord, record_from_groups
 from .stage_loop import Inbound, Outbound, run_stage_group, stage_groups
 
-__all__ = ["run_distributed_pipeline", "launched_by_torchrun", "RankWrapper"]
-
-RankWrapper = Callable[[Callable, tuple], tuple[Callable, tuple]]
-"""(rank fn, args) -> (rank fn, args): how the profiler runs each rank under torch.profiler
-(as in bench/execution/choice.py); each rank then runs `fn(rank, world, device, *args)`."""
+__all__ = ["run_distributed_pipeline", "launched_by_torchrun"]
 
 _TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR")
 

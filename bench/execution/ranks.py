@@ -36,7 +36,11 @@ from .devices import DeviceSet
 from .record import RunRecord, check_finite
 from .threads import use_threads
 
-__all__ = ["run_ranks", "RanksFailed", "free_port", "record_from_ranks"]
+__all__ = ["run_ranks", "RanksFailed", "RankWrapper", "free_port", "record_from_ranks"]
+
+RankWrapper = Callable[[Callable, tuple], tuple[Callable, tuple]]
+"""(rank fn, args) -> (rank fn, args): how the profiler runs each rank under torch.profiler;
+each rank then runs `fn(rank, world, device, *args)`."""
 
 
 def free_port() -> int:
