@@ -26,7 +26,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from bench.report.baseline import baseline_rows
-from bench.report.health_report import health_block
+from bench.report.health_report import health_block, under_block
 from bench.report.method_facts import display_name, paper_rank, uses_bp_gradient
 
 __all__ = ["ALPHA", "METRICS", "accuracy_stats", "mark_significance",
@@ -181,7 +181,7 @@ def write_accuracy_tables(results_dir: Path, frame: pd.DataFrame) -> list[tuple[
                        + (" (SYNTHETIC data)." if synthetic else "."))
             markdown = markdown_accuracy(stats, caption, notes)
             block = health_block(rows)  # the runs of this dataset flagged by training health, on top of the file
-            (results_dir / f"{stem}{suffix}.md").write_text(f"{block}\n{markdown}" if block else markdown)
+            (results_dir / f"{stem}{suffix}.md").write_text(under_block(block, markdown))
             (results_dir / f"{stem}{suffix}.tex").write_text(
                 latex_accuracy(stats, caption, notes, f"tab:acc-{dataset}{suffix}"))
             columns = ["model", "method", "label", "devices", "batch_size", "mean", "std", "n", "bold", "dagger",

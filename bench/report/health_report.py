@@ -31,7 +31,7 @@ from bench.store.health import (
     health_flags,
 )
 
-__all__ = ["with_health", "did_not_learn", "health_block", "baseline_did_not_learn", "DID_NOT_LEARN_MARK"]
+__all__ = ["with_health", "did_not_learn", "health_block", "under_block", "baseline_did_not_learn", "DID_NOT_LEARN_MARK"]
 
 DID_NOT_LEARN_MARK = "did not learn"  # what a table cell of such a run says beside its number
 
@@ -97,6 +97,11 @@ def _run_line(row: Any) -> str:
         chance = f", chance {100 / row.num_classes:.1f} %" if not pd.isna(row.num_classes) else ""
         line += f" (final test accuracy {100 * row.test_acc:.2f} %{chance})"
     return line
+
+
+def under_block(block: str, text: str) -> str:
+    """A table file's text under its training-health block (none when every run it shows is healthy)."""
+    return f"{block}\n{text}" if block else text
 
 
 def health_block(frame: pd.DataFrame) -> str:

@@ -35,7 +35,13 @@ import numpy as np
 import pandas as pd
 
 from bench.report.baseline import baseline_rows, is_baseline, time_key
-from bench.report.health_report import DID_NOT_LEARN_MARK, baseline_did_not_learn, did_not_learn, health_block
+from bench.report.health_report import (
+    DID_NOT_LEARN_MARK,
+    baseline_did_not_learn,
+    did_not_learn,
+    health_block,
+    under_block,
+)
 from bench.report.method_facts import method_label, report_rank
 
 __all__ = ["BP_FRACTIONS", "METRICS", "Target", "load_curves", "curves_with_rows", "first_reached", "targets_for",
@@ -297,8 +303,7 @@ def write_tta(results_dir: Path, frame: pd.DataFrame,
                          f"{batch}** (BP's mean time over trials / the row's; a mean only when every trial reached the "
                          f"target). {_HOW}\n\n" + markdown_table(tta_speedup_table(part), "method") + "\n"))
     block = health_block(frame[frame["cell_id"].isin(curves["cell_id"])]) if "cell_id" in frame else ""
-    block += "\n" if block else ""
-    (results_dir / "tta.md").write_text(block + "\n".join(per_run) + note_text)
-    (results_dir / "tta_speedup.md").write_text(block + "\n".join(md for _, md in speedups) + note_text)
+    (results_dir / "tta.md").write_text(under_block(block, "\n".join(per_run) + note_text))
+    (results_dir / "tta_speedup.md").write_text(under_block(block, "\n".join(md for _, md in speedups) + note_text))
     sections = speedups + [("Time to accuracy, every run", "\n".join(per_run) + note_text)]
     return sections, tta

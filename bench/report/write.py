@@ -31,6 +31,7 @@ from bench.report.health_report import (
     baseline_did_not_learn,
     did_not_learn,
     health_block,
+    under_block,
     with_health,
 )
 from bench.report.method_facts import method_label, report_rank
@@ -195,11 +196,6 @@ def _write_all_figures(results_dir: Path, frame: pd.DataFrame, curves: pd.DataFr
     return figures, log
 
 
-def _with_block(block: str, text: str) -> str:
-    """A table file's text under its training-health block (none when every run it shows is healthy)."""
-    return f"{block}\n{text}" if block else text
-
-
 @dataclass(frozen=True)
 class WrittenReport:
     """What `write_report_files` wrote: every table as markdown, and the short summary a run ends with."""
@@ -243,7 +239,7 @@ def write_report_files(results_dir: Path) -> WrittenReport:
         table.to_csv(results_dir / f"{stem}.csv")
         text = (f"**{_caption(part[part['status'] == 'ok'], model, dataset)}**\n\n{markdown_table(table, 'method')}\n"
                 + _unlearned_baseline_note(part))
-        (results_dir / f"{stem}.md").write_text(_with_block(health_block(part), text))
+        (results_dir / f"{stem}.md").write_text(under_block(health_block(part), text))
         out.append(text)
         speedups.append(text)
         sections.append((f"Speedup: {model} on {dataset}", text))
@@ -269,7 +265,7 @@ def write_report_files(results_dir: Path) -> WrittenReport:
                 table = accuracy_table(frame[selected], metric)
                 table.to_csv(results_dir / f"accuracy_{metric}.csv")
                 text += f"\n**{title}, mean ± std over trials.**\n\n" + markdown_table(table, "method devices batch") + "\n"
-        (results_dir / "accuracy.md").write_text(_with_block(health, text))
+        (results_dir / "accuracy.md").write_text(under_block(health, text))
         out.append(text)
         sections.append(("Accuracy", text))
     for heading, text in write_accuracy_tables(results_dir, frame):
