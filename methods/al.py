@@ -89,6 +89,7 @@ class ALOptions(MethodOptions):
 @register_method("al")
 class AL(DecoupledMethod):
     display_name = "AL"
+    schedule = "decoupled"
     paper_order = 20
     report_order = 70
     colour = "tab:gray"

@@ -181,6 +181,10 @@ class Method(ABC):
     # Micro-batches per batch an executor feeds each stage step (SCPL + GPipe: its `chunks`);
     # 1 = whole batches.  An instance attribute when it depends on the options.
     micro_batches: int = 1
+    # The schedule `bench.predict` simulates on N devices (bench/predict/schedules.py: "naive", "gpipe",
+    # "1f1b", "decoupled", "decoupled_microbatch", "data_parallel"); "" = by `execution`
+    schedule: ClassVar[str] = ""
+    one_thread_on_cpu: ClassVar[bool] = False  # True: on CPU "devices" every stage runs in one thread (torchgpipe)
 
     def __init__(self, model: StagedModel, config: MethodConfig) -> None:
         self.model = model
@@ -207,6 +211,13 @@ class Method(ABC):
         stage outputs), so a method x model mismatch is refused up front.
         """
         return None
+
+    @classmethod
+    def schedule_for(cls, options: dict) -> str:
+        """The schedule this method runs with these `method_options` (what bench.predict simulates)."""
+        if cls.schedule:
+            return cls.schedule
+        return "decoupled" if cls.execution is Execution.DECOUPLED else "naive"
 
     @classmethod
     def harness_options(cls, options: dict, *, steps_per_epoch: int) -> dict:

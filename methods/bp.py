@@ -24,6 +24,7 @@ __all__ = ["BP"]
 @register_method("bp")
 class BP(Method):
     display_name = "BP"
+    schedule = "naive"  # naive model parallelism: one device works at a time
     paper_order = 0
     report_order = 0
     colour = "tab:blue"

@@ -185,6 +185,7 @@ class ContSupOptions(MethodOptions):
 @register_method("contsup")
 class ContSup(DecoupledMethod):
     display_name = "ContSup"
+    schedule = "decoupled"
     paper_order = 50
     report_order = 90
     colour = "tab:cyan"

@@ -108,6 +108,7 @@ class DASCPLOptions(MethodOptions):
 @register_method("dascpl")
 class DASCPL(ExitsMixin, DecoupledMethod):
     display_name = "DASCPL"
+    schedule = "decoupled"
     paper_order = 40
     report_order = 60
     colour = "tab:pink"

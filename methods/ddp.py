@@ -53,6 +53,7 @@ def ddp_rank(rank, world, device, model, batches, config: MethodConfig, optimize
 @register_method("ddp")
 class DDP(RankMethod):
     display_name = "DDP"
+    schedule = "data_parallel"
     paper_order = 90
     report_order = 10
     colour = "tab:purple"

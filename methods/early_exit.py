@@ -42,6 +42,7 @@ class EarlyExitOptions(MethodOptions):
 @register_method("early_exit")
 class EarlyExit(ExitsMixin, DecoupledMethod):
     display_name = "Early Exit"
+    schedule = "decoupled"
     paper_order = 10
     report_order = 80
     colour = "tab:olive"

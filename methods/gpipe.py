@@ -72,6 +72,8 @@ class GPipeOptions(MethodOptions):
 @register_method("gpipe")
 class GPipeTorchgpipe(Method):
     display_name = "GPipe"
+    schedule = "gpipe"
+    one_thread_on_cpu = True  # torchgpipe runs every CPU "device" on one thread (docs/LIBRARIES.md)
     paper_order = 70
     report_order = 20
     colour = "tab:green"

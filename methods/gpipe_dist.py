@@ -116,6 +116,7 @@ class GPipeDistOptions(MethodOptions):
 @register_method("gpipe_dist")
 class GPipeDistributed(RankMethod):
     display_name = "GPipe (distributed)"
+    schedule = "gpipe"  # or "1f1b" by its `schedule` option (schedule_for)
     paper_order = 80
     report_order = 30
     colour = "tab:red"
@@ -129,6 +130,10 @@ class GPipeDistributed(RankMethod):
         if batch_size % chunks:
             return f"batch_size {batch_size} must be a multiple of chunks {chunks} (equal micro-batches)"
         return None
+
+    @classmethod
+    def schedule_for(cls, options: dict) -> str:
+        return cls.Options.model_validate(options).schedule  # "gpipe" | "1f1b"
 
     def rank_job(self, batches, balance, warmup_steps):
         return pipeline_rank, (self.model, list(balance), batches, self.rank_config(), self.options.chunks,

@@ -47,6 +47,7 @@ class ContrastiveObjective(nn.Module):
 @register_method("scpl")
 class SCPL(DecoupledMethod):
     display_name = "SCPL"
+    schedule = "decoupled"
     paper_order = 30
     report_order = 40
     colour = "tab:orange"

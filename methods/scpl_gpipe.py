@@ -79,6 +79,7 @@ class SCPLGPipeOptions(MethodOptions):
 @register_method("scpl_gpipe")
 class SCPLGPipe(SCPL):
     display_name = "SCPL + GPipe"
+    schedule = "decoupled_microbatch"
     paper_order = 60
     report_order = 50
     colour = "tab:brown"
