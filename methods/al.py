@@ -121,17 +121,18 @@ class AL(DecoupledMethod):
     def modules(self) -> list[nn.Module]:
         return [self.model, self.blocks]
 
-    @torch.no_grad()
-    def predict(self, x) -> torch.Tensor:
-        """f_1..f_K, bridge b_K, then decoders h_K..h_1 down to the label space."""
-        model = self.model
-        for stage in model.stages:
-            x = stage(payload_to(x, next(stage.parameters()).device))
-        last = self.block_list[-1]
-        t = last.bridge(model.reducers[-1](x))
-        for block in reversed(self.block_list):
-            t = block.label_decoder(payload_to(t, next(block.parameters()).device))
-        return t
+    # Inference: f_1..f_K (the stages, `Method.predict_stage`), bridge b_K, then decoders h_K..h_1
+    # down to the label space; h_k lives with stage k, so on ranks the way back visits every rank.
+    return_path = True
+
+    def predict_head(self, x) -> torch.Tensor:
+        """Bridge b_K on the last stage's reduced output: the label-path code the decoders start from."""
+        return self.block_list[-1].bridge(self.model.reducers[-1](x))
+
+    def predict_return(self, k: int, t: torch.Tensor) -> torch.Tensor:
+        """Decoder h_k; h_1's output is the prediction in the label space."""
+        block = self.block_list[k]
+        return block.label_decoder(payload_to(t, next(block.parameters()).device))
 
     def parameter_counts(self) -> tuple[int, int]:
         """Effective: f's + b_K + every h; affiliated: every g and b_1..b_{K-1}. The unused head counts nowhere."""

@@ -289,14 +289,37 @@ class Method(ABC):
         """Modules that exist only for training (projectors, predictors, AL's g/b/h)."""
         return []
 
+    # The deployed predictor in pieces, so that one definition serves both the in-process
+    # evaluation (`predict`) and the ranked one (bench/cell/rank_evaluation.py), where stage k
+    # runs on the rank that owns it: `predict_stage` per stage, `predict_head` after the last
+    # stage, then (methods with `return_path`, AL) `predict_return` from the last stage back to
+    # the first.  Each hook moves its input onto the device of the modules it runs.
+    return_path: ClassVar[bool] = False  # True: the prediction goes back down through every stage (AL's decoders)
+
+    def predict_stage(self, k: int, x: Payload) -> Payload:
+        """Stage k of the deployed network on `x` (stage k-1's output, or the input for k = 0)."""
+        stage = self.model.stages[k]
+        return stage(payload_to(x, next(stage.parameters()).device))
+
+    def predict_head(self, x: Payload) -> torch.Tensor:
+        """After the last stage: the head's logits (with `return_path`: where the way back starts)."""
+        return self.model.head(self.model.reducers[-1](x))
+
+    def predict_return(self, k: int, t: torch.Tensor) -> torch.Tensor:
+        """With `return_path`: stage k's part of the way back (k = K-1 .. 0); k = 0's output is the logits."""
+        raise NotImplementedError(f"{type(self).__name__} has no return path (return_path is False)")
+
     @torch.no_grad()
     def predict(self, x: Payload) -> torch.Tensor:
-        """Logits of the deployed network: stages then head (placed as in training)."""
-        model = self.model
-        for stage in model.stages:
-            device = next(stage.parameters()).device
-            x = stage(payload_to(x, device))
-        return model.head(model.reducers[-1](x))
+        """Logits of the deployed network: stages then head (placed as in training), then any return path."""
+        stages = range(self.model.num_stages)
+        for k in stages:
+            x = self.predict_stage(k, x)
+        out = self.predict_head(x)
+        if self.return_path:
+            for k in reversed(stages):
+                out = self.predict_return(k, out)
+        return out
 
     # -- accounting -----------------------------------------------------------
     def parameter_counts(self) -> tuple[int, int]:

@@ -247,11 +247,12 @@ class ContSup(DecoupledMethod):
     def affiliated_modules(self) -> list[nn.Module]:
         return [self.aux_heads]
 
-    @torch.no_grad()
-    def predict(self, x: Payload) -> torch.Tensor:
-        """The deployed network: every module with its context supply, then the classifier."""
-        for step in self.steps:
-            x = step.encoder(payload_to(x, step.device))
+    # The deployed network: every module with its context supply, then the classifier.
+    def predict_stage(self, k: int, x: Payload) -> Payload:
+        step = self.steps[k]
+        return step.encoder(payload_to(x, step.device))
+
+    def predict_head(self, x: Payload) -> torch.Tensor:
         return self.model.head(self.model.reducers[-1](x[0]))
 
     def parameter_counts(self) -> tuple[int, int]:

@@ -4,6 +4,11 @@ Exit cost is measured, not assumed: the time until exit k's prediction is ready
 (stages 1..k plus the exit classifiers met on the way, each device synchronised)
 and the parameters used to get there.  Policies (methods/exits.py) are then
 scored as accuracy vs average depth and average time per sample.
+
+A distributed cell computes the same numbers inside its ranks
+(`rank_evaluation.evaluate_in_ranks`): both run the method's deployed predictor
+in the same pieces (`Method.predict_stage` / `predict_head` / `predict_return`)
+and score exits with the same `exit_report`.
 """
 from __future__ import annotations
 
@@ -14,12 +19,14 @@ from typing import Optional, Sequence
 import torch
 
 from bench.cell.model_selection import SelectionCurve
+from bench.execution.devices import synchronize
 from methods.base import Method
 from methods.exits import DEFAULT_POLICIES, choose_exits, parse_policy
-from models import count_parameters, payload_to
+from models import count_parameters
+from models.staged import Payload
 
-__all__ = ["test_batches", "accuracy", "test_accuracy", "ExitReport", "evaluate_exits", "EvalPoint", "evaluate_now",
-           "Evaluation"]
+__all__ = ["test_batches", "accuracy", "test_accuracy", "ExitReport", "exit_classifiers", "exit_logits", "exit_parameters",
+           "exit_report", "evaluate_exits", "EvalPoint", "evaluate_now", "Evaluation"]
 
 
 def test_batches(dataset, batch_size: int, max_batches: Optional[int]) -> list:
@@ -66,47 +73,45 @@ class ExitReport:
         return {name if name.startswith("exit_") else f"exit_{name}": value for name, value in vars(self).items()}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def exit_classifiers(method: Method) -> Optional[list[torch.nn.Module]]:
+    """Exit k's classifier for every stage k (methods/exits.py); None for a method without exits."""
+    return method.exit_classifiers() if hasattr(method, "exit_classifiers") else None
 
 
-@torch.no_grad()
-def evaluate_exits(method: Method, batches: Sequence, policies: Sequence[str] = DEFAULT_POLICIES) -> Optional[ExitReport]:
-    """Accuracy and cost of every exit and exit policy; None for methods without exits."""
-    if not hasattr(method, "exit_classifiers"):
-        return None
-    method.train(False)
-    model = method.model
-    classifiers = method.exit_classifiers()
-    n_exits = len(classifiers)
-    all_logits: list[list[torch.Tensor]] = [[] for _ in range(n_exits)]
-    labels, ready = [], [0.0] * n_exits
-    for x, y in batches:
-        start = time.perf_counter()
-        for k, (stage, classifier) in enumerate(zip(model.stages, classifiers)):
-            device = next(stage.parameters()).device
-            x = stage(payload_to(x, device))
-            logits = classifier(model.reducers[k](x))
-            _sync(device)
-            ready[k] += time.perf_counter() - start
-            all_logits[k].append(logits.cpu())
-        labels.append(y)
-    method.train(True)
-    y = torch.cat(labels)
-    logits = [torch.cat(parts) for parts in all_logits]
+def exit_logits(method: Method, classifiers: Sequence[torch.nn.Module], k: int, x: Payload) -> torch.Tensor:
+    """Exit k's logits from stage k's output `x` (`classifiers`: `exit_classifiers(method)`)."""
+    return classifiers[k](method.model.reducers[k](x))
+
+
+def exit_parameters(method: Method, classifiers: Sequence[torch.nn.Module]) -> list[int]:
+    """Parameters used until exit k's answer, for every k: stages and exit classifiers 1..k.
+
+    Exit k's cost counts what ran before its answer was ready: stages 1..k and the
+    exit classifiers met on the way (a threshold policy evaluates each of them), as
+    exit_time_s does.  Counting only classifier k made the cost fall with depth
+    whenever an early classifier is wide (a 512-wide predictor on 32x32x32 features).
+    """
+    used, counts = 0, []
+    for stage, classifier in zip(method.model.stages, classifiers):
+        used += count_parameters(stage) + count_parameters(classifier)
+        counts.append(used)
+    return counts
+
+
+def exit_report(logits: Sequence[torch.Tensor], y: torch.Tensor, ready_s: Sequence[float], params: Sequence[int],
+                policies: Sequence[str] = DEFAULT_POLICIES) -> ExitReport:
+    """Score every exit and policy from each exit's logits over the whole split (CPU, in sample order).
+
+    `ready_s[k]`: seconds, summed over the split, until exit k's answer was ready.
+    Shared by the in-process (`evaluate_exits`) and the ranked evaluation
+    (bench/cell/rank_evaluation.py), so both score the same logits the same way.
+    """
+    logits = list(logits)
     report = ExitReport()
     report.exit_acc = [float((exit_logits.argmax(1) == y).float().mean()) for exit_logits in logits]
-    report.exit_time_s = [t / len(y) for t in ready]
-    # Exit k's cost counts what ran before its answer was ready: stages 1..k and the
-    # exit classifiers met on the way (a threshold policy evaluates each of them), as
-    # exit_time_s does.  Counting only classifier k made the cost fall with depth
-    # whenever an early classifier is wide (a 512-wide predictor on 32x32x32 features).
-    used = 0
-    for k in range(n_exits):
-        used += count_parameters(model.stages[k]) + count_parameters(classifiers[k])
-        report.exit_params.append(used)
-    for text in [f"fixed:{k}" for k in range(n_exits)] + list(policies):
+    report.exit_time_s = [t / len(y) for t in ready_s]
+    report.exit_params = list(params)
+    for text in [f"fixed:{k}" for k in range(len(logits))] + list(policies):
         choice = choose_exits(logits, parse_policy(text))
         picked = torch.stack(logits)[choice, torch.arange(len(y))]
         report.policy.append(text)
@@ -114,6 +119,30 @@ def evaluate_exits(method: Method, batches: Sequence, policies: Sequence[str] = 
         report.policy_depth.append(float((choice + 1).float().mean()))
         report.policy_time_s.append(float(torch.tensor(report.exit_time_s)[choice].mean()))
     return report
+
+
+@torch.no_grad()
+def evaluate_exits(method: Method, batches: Sequence, policies: Sequence[str] = DEFAULT_POLICIES) -> Optional[ExitReport]:
+    """Accuracy and cost of every exit and exit policy; None for methods without exits."""
+    classifiers = exit_classifiers(method)
+    if classifiers is None:
+        return None
+    method.train(False)
+    n_exits = len(classifiers)
+    all_logits: list[list[torch.Tensor]] = [[] for _ in range(n_exits)]
+    labels, ready = [], [0.0] * n_exits
+    for x, y in batches:
+        start = time.perf_counter()
+        for k in range(n_exits):
+            x = method.predict_stage(k, x)
+            logits = exit_logits(method, classifiers, k, x)
+            synchronize([logits.device])
+            ready[k] += time.perf_counter() - start
+            all_logits[k].append(logits.cpu())
+        labels.append(y)
+    method.train(True)
+    return exit_report([torch.cat(parts) for parts in all_logits], torch.cat(labels), ready, exit_parameters(method, classifiers),
+                       policies)
 
 
 @dataclass

@@ -1,0 +1,117 @@
+"""Evaluation in the ranks equals the one-process evaluation of the same trained parameters.
+
+Each method trains a few sequential steps here, then two gloo ranks unpickle
+it, place the stages they own (or, DDP, the whole network; the stages a
+pipeline rank does not own are filled with NaN, as they are stale in a cell)
+and run `evaluate_in_ranks`; rank 0's `EvalPoint` must equal `evaluate_now` here:
+SCPL as a pipeline, AL with its way back through the decoders, Early Exit
+with its exits and policies, DDP as replicas over contiguous shards.  One
+spawn evaluates all four, to keep the test cheap.
+"""
+import io
+
+import pytest
+import torch
+
+from bench.cell.evaluation import evaluate_now
+from bench.cell.rank_evaluation import evaluate_in_ranks, shard
+from bench.execution import resolve_devices
+from bench.execution.rank_context import pipeline_context, replica_context
+from bench.execution.ranks import run_ranks
+from bench.execution.threads import use_threads
+from methods import MethodConfig, create_method
+from models import create_model
+
+BALANCE = [2, 2]
+CASES = {  # name: (method, options, replicas)
+    "scpl": ("scpl", {}, False),
+    "al": ("al", {"hidden": 16}, False),
+    "early_exit": ("early_exit", {}, False),
+    "ddp": ("ddp", {}, True),
+}
+
+
+def _batches(sizes, seed):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(n, 3, 8, 8, generator=g), torch.randint(0, 4, (n,), generator=g)) for n in sizes]
+
+
+def _trained(name, options):
+    torch.manual_seed(7)
+    net = create_model("convnet", num_classes=4, image_size=8)
+    method = create_method(name, net, MethodConfig(optimizer="sgd", lr=0.05, projector="l", options=options))
+    method.place([torch.device("cpu")] * net.num_stages, BALANCE)
+    for x, y in _batches([8, 8, 8], seed=1):
+        method.train_step(x, y)
+    return method
+
+
+def _to_bytes(method):
+    import cloudpickle  # methods hold lambdas (their optimizer factories)
+
+    buffer = io.BytesIO()
+    torch.save(method, buffer, pickle_module=cloudpickle)
+    return buffer.getvalue()
+
+
+def _evaluate_job(rank, world, device, blobs, test, val):
+    """In each rank: every case's method, its own stages placed, evaluated by the ranks."""
+    points = {}
+    for case, blob in blobs.items():
+        method = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)
+        if CASES[case][2]:
+            ctx = replica_context(rank, world, device, method.model.num_stages)
+            method.place([device] * method.model.num_stages)
+        else:
+            ctx = pipeline_context(rank, world, device, BALANCE)
+            for k, step in enumerate(method.stage_steps()):
+                if k in ctx.stages:
+                    step.place(device)
+                else:  # another rank's stage: stale in a real cell, so poisoned here
+                    for p in step.parameters():
+                        p.data.fill_(float("nan"))
+        points[case] = evaluate_in_ranks(method, ctx, test, val)
+    return points
+
+
+@pytest.fixture(scope="module")
+def evaluated():
+    """(one-process EvalPoints, rank 0's and rank 1's ranked results) for every case."""
+    test, val = _batches([6, 6, 6, 6, 4], seed=2), _batches([6, 5], seed=3)
+    methods = {case: _trained(name, options) for case, (name, options, _) in CASES.items()}
+    threads = torch.get_num_threads()
+    use_threads(1)  # as each rank does, so every logit is computed the same way
+    try:
+        here = {case: evaluate_now(method, test, val) for case, method in methods.items()}
+    finally:
+        use_threads(threads)
+    blobs = {case: _to_bytes(method) for case, method in methods.items()}
+    ranked = run_ranks(_evaluate_job, resolve_devices(2, "cpu", threads_per_device=1), (blobs, test, val),
+                       timeout_s=120)
+    return here, ranked
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(CASES))
+def test_ranks_give_the_one_process_evaluation(evaluated, case):
+    here, ranked = evaluated
+    expected, got = here[case], ranked[0][case]
+    assert ranked[1][case] is None  # only rank 0 reports
+    assert (got.test_acc, got.eval_samples, got.val_acc) == (expected.test_acc, expected.eval_samples,
+                                                            expected.val_acc)
+    assert got.eval_samples == 28 and 0 < got.test_acc < 1  # not a degenerate constant prediction
+    if expected.exits is None:
+        assert got.exits is None
+        return
+    for name in ("exit_acc", "exit_params", "policy", "policy_acc", "policy_depth"):
+        assert getattr(got.exits, name) == getattr(expected.exits, name), name
+    # times are measurements: one per exit, growing with depth (cumulative per-stage compute)
+    times = got.exits.exit_time_s
+    assert len(times) == 4 and all(t > 0 for t in times) and times == sorted(times)
+
+
+def test_replica_shards_are_contiguous_and_cover_every_batch():
+    batches = list(range(5))
+    parts = [shard(batches, r, 2) for r in range(2)]
+    assert parts == [[0, 1], [2, 3, 4]]
+    assert sum((shard(batches, r, 3) for r in range(3)), []) == batches
