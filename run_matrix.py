@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from bench.execution.capacity import check_device_counts
 
-    too_many = check_device_counts(cells)  # on a GPU machine: refused before the first cell, not cell by cell
+    # on a GPU machine: refused before the first cell, not cell by cell; Slurm jobs run on other machines
+    too_many = None if args.launcher == "slurm" else check_device_counts(cells)
     if too_many:
         print(f"error: {too_many}", file=sys.stderr)
         return 2
@@ -75,12 +76,13 @@ def main(argv: list[str] | None = None) -> int:
     except GridError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from bench.run.cli import launcher_from_args
+    from bench.run.cli import check_cluster_shapes, launcher_from_args
     from bench.run.signals import Interrupted
     from bench.store.layout import check_results_dir
 
     try:
         launcher = launcher_from_args(args)
+        check_cluster_shapes(cells, args)  # nodes x GPUs per node each cell's job would ask for
         check_results_dir(results_dir)  # a file or read-only path: refused before any cell runs
     except (ValueError, StoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -2,6 +2,7 @@
 options that build it, and real cells run as submitit jobs on the local executor."""
 import argparse
 import dataclasses
+import os
 
 import pandas as pd
 import pytest
@@ -10,7 +11,15 @@ from bench.grid import load_grid
 from bench.run.cli import add_run_arguments, launcher_from_args, slurm_options_from_args
 from bench.run.launchers import LocalLauncher, SubmititLauncher
 from bench.run.runner import run_grid
-from bench.run.slurm import TIME_MARGIN_MIN, SlurmOptions, parse_slurm_time, slurm_parameters
+from bench.run.slurm import (
+    DEFAULT_GPUS_PER_NODE,
+    TIME_MARGIN_MIN,
+    NodeShape,
+    SlurmOptions,
+    node_shape,
+    parse_slurm_time,
+    slurm_parameters,
+)
 from bench.store.fragments import list_fragments
 from bench.store.read import read_history, read_results
 
@@ -90,3 +99,65 @@ def test_two_cells_as_submitit_local_jobs(tmp_path):
     assert len(list((tmp_path / "jobs").glob("*/*_submitted.pkl"))) == 2  # submitit's job folders
     again = run_grid(grid, tmp_path, cells=cells, progress=False, launcher=SubmititLauncher("local"))
     assert again.ran == 0 and len(read_history(tmp_path)) == 2
+
+
+def _gpu_cell(method="ddp", devices=16, executor="threads"):
+    return dataclasses.replace(_cell(devices=devices, device_kind="cuda", timeout_s=1200.0, threads=1),
+                               method=method, settings=_cell().settings.replace(
+                                   device_kind="cuda", timeout_s=1200.0, threads_per_device=1, executor=executor))
+
+
+def test_a_cell_beyond_one_node_is_a_job_of_one_torchrun_task_per_node():
+    """16 DDP ranks on 8-GPU nodes: 2 nodes, one task each (its torchrun starts the node's 8 ranks)."""
+    params = slurm_parameters(_gpu_cell("ddp", 16), SlurmOptions(gpus_per_node=8, partition="gpu"), "big")
+    assert params == {"name": "scplbench-big", "nodes": 2, "tasks_per_node": 1, "gpus_per_node": 8,
+                      "cpus_per_task": 16, "timeout_min": 20 + TIME_MARGIN_MIN, "slurm_partition": "gpu"}
+    assert node_shape(_gpu_cell("gpipe_dist", 8), SlurmOptions(gpus_per_node=4)) == NodeShape(2, 4)
+    assert node_shape(_gpu_cell("scpl", 8, executor="processes"), SlurmOptions(gpus_per_node=2)) == NodeShape(4, 2)
+    one = slurm_parameters(_gpu_cell("ddp", 8), SlurmOptions(), "big")  # fits the default 8-GPU node: as before
+    assert (one["nodes"], one["gpus_per_node"], DEFAULT_GPUS_PER_NODE) == (1, 8, 8)
+    cpu = _cell(devices=16)  # CPU workers need no GPU node: one node, whatever the count
+    assert node_shape(cpu, SlurmOptions(gpus_per_node=8)) == NodeShape(1, 0)
+
+
+@pytest.mark.parametrize("cell, message", [
+    (_gpu_cell("ddp", 12), "12 is no whole number of 8-GPU nodes.*--slurm-gpus-per-node 6 \\(2 nodes\\)"),
+    (_gpu_cell("bp", 16), "bp runs in one process, which cannot span nodes: use at most 8 devices"),
+    (_gpu_cell("gpipe", 16), "gpipe runs in one process"),
+    (_gpu_cell("scpl", 16), "set executor: processes"),
+])
+def test_impossible_node_shapes_are_one_line(cell, message):
+    with pytest.raises(ValueError, match=message) as info:
+        node_shape(cell, SlurmOptions(gpus_per_node=8))
+    assert "\n" not in str(info.value) and cell.cell_id in str(info.value)
+
+
+def test_run_matrix_refuses_an_impossible_shape_before_submitting(tmp_path, capsys):
+    grid = tmp_path / "big.yaml"
+    grid.write_text("axes: {method: [ddp, bp], model: [convnet], dataset: [cifar10@synthetic], batch_size: [32],\n"
+                    "       devices: [4]}\nsettings: {device_kind: auto, balance: even}\n")
+    import run_matrix
+
+    argv = ["--grid", str(grid), "--results", str(tmp_path / "r"), "--launcher", "slurm", "--slurm-gpus"]
+    assert run_matrix.main([*argv, "--slurm-gpus-per-node", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "bp runs in one process" in err and "more cells" not in err  # ddp fits
+    assert run_matrix.main([*argv, "--slurm-gpus-per-node", "0"]) == 2
+    assert "--slurm-gpus-per-node 0: must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "jobs").exists()  # nothing submitted
+
+
+def test_submitit_writes_the_multi_node_job_as_sbatch_asks(tmp_path, monkeypatch):
+    """The parameters mean what we want to Slurm: submitit's own sbatch text for them (no cluster: a stub srun)."""
+    import submitit
+
+    (tmp_path / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (tmp_path / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    executor = submitit.AutoExecutor(folder=tmp_path / "jobs" / "%j", cluster="slurm")
+    executor.update_parameters(**slurm_parameters(_gpu_cell("ddp", 16), SlurmOptions(gpus_per_node=8), "big"))
+    script = executor._executor._make_submission_file_text("python -u -m submitit.core._submit DIR", "uid")
+    for line in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=8",
+                 "#SBATCH --cpus-per-task=16", "#SBATCH --time=30"):
+        assert line in script.splitlines()
+    assert "\nsrun " in script  # one task per node, each running the pickled node task

@@ -112,7 +112,7 @@ def cell_problems(cell: Cell) -> list[str]:
         problems.append(f"{error}")
         return problems
     stages = description.num_stages
-    if cell.devices > stages:
+    if cell.devices > stages and not getattr(method_cls, "replica", False):  # replicas (DDP) split no stages
         problems.append(f"devices: {cell.model} has {stages} stages and cannot be split over "
                         f"{cell.devices} devices; choose devices in {list(range(1, stages + 1))}")
     reason = method_cls.incompatibility(model=description, batch_size=cell.batch_size, devices=cell.devices,

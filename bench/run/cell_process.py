@@ -13,11 +13,11 @@ from bench import REPO_ROOT
 from bench.cell.rows import failed_row
 from bench.grid import Cell
 from bench.run.cell_entry import PARENT_PID_ENV
-from bench.run.process_group import run_in_new_group
+from bench.run.process_group import GroupResult, run_in_new_group
 from bench.store.records import from_columns
 from bench.store.row import ResultRow
 
-__all__ = ["run_cell_subprocess", "cell_env", "cell_timeout_s"]
+__all__ = ["run_cell_subprocess", "cell_env", "cell_timeout_s", "exit_row"]
 
 
 def cell_env(cell: Cell) -> dict:
@@ -48,6 +48,21 @@ def _signal_name(code: int) -> str:
         return f"signal {-code}"
 
 
+def exit_row(cell: Cell, result: GroupResult, limit_s: float, elapsed_s: float, what: str = "cell process") -> ResultRow:
+    """The row of a cell whose process group ended without storing one: timeout, killed or failed."""
+    if result.timed_out:
+        return failed_row(cell, "timeout", f"cell exceeded its timeout of {limit_s:.0f} s", elapsed_s)
+    tail = (result.output_tail.splitlines() or ["no output"])[-1]
+    if result.returncode is not None and result.returncode < 0:
+        why = ""
+        if result.returncode == -signal.SIGKILL:
+            why = (", usually the kernel's out-of-memory killer: "
+                   "use a smaller batch_size or model, or a machine with more memory")
+        return failed_row(cell, "killed", f"{what} killed by {_signal_name(result.returncode)}{why}: {tail}",
+                          elapsed_s)
+    return failed_row(cell, "failed", f"{what} exited with {result.returncode}: {tail}", elapsed_s)
+
+
 def run_cell_subprocess(cell: Cell, data_root: Optional[str], workdir: Path,
                         results_dir: Optional[Path] = None) -> ResultRow:
     """Run `cell` under `bench.run.cell_entry` (group leader) with its timeout; always returns a row.
@@ -67,20 +82,9 @@ def run_cell_subprocess(cell: Cell, data_root: Optional[str], workdir: Path,
     try:
         limit = cell_timeout_s(cell)
         result = run_in_new_group(cmd, limit, workdir / cell.cell_id, cell_env(cell), REPO_ROOT)
-        elapsed = time.perf_counter() - start
-        if result.timed_out:
-            return failed_row(cell, "timeout", f"cell exceeded its timeout of {limit:.0f} s", elapsed)
-        if row_file.exists():
+        if row_file.exists() and not result.timed_out:
             return from_columns(ResultRow, json.loads(row_file.read_text()))
-        tail = (result.output_tail.splitlines() or ["no output"])[-1]
-        if result.returncode is not None and result.returncode < 0:
-            why = ""
-            if result.returncode == -signal.SIGKILL:
-                why = (", usually the kernel's out-of-memory killer: "
-                       "use a smaller batch_size or model, or a machine with more memory")
-            return failed_row(cell, "killed", f"cell process killed by {_signal_name(result.returncode)}{why}: {tail}",
-                              elapsed)
-        return failed_row(cell, "failed", f"cell process exited with {result.returncode}: {tail}", elapsed)
+        return exit_row(cell, result, limit, time.perf_counter() - start)
     finally:
         cell_file.unlink(missing_ok=True)
         row_file.unlink(missing_ok=True)

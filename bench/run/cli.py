@@ -6,12 +6,14 @@ tested with the code they configure.
 from __future__ import annotations
 
 import argparse
+from typing import Iterable
 
+from bench.grid import Cell
 from bench.run.launchers import LAUNCHERS, Launcher, make_launcher
 from bench.run.retry import DEFAULT_RETRY, RETRY_POLICIES
-from bench.run.slurm import SlurmOptions, parse_slurm_time
+from bench.run.slurm import DEFAULT_GPUS_PER_NODE, SlurmOptions, node_shape, parse_slurm_time
 
-__all__ = ["add_run_arguments", "launcher_from_args", "slurm_options_from_args"]
+__all__ = ["add_run_arguments", "launcher_from_args", "slurm_options_from_args", "check_cluster_shapes"]
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +35,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                        help="default: devices x threads_per_device, at least 2 per GPU")
     slurm.add_argument("--slurm-gpus", action="store_true",
                        help="the partition has GPUs: cells with device_kind auto get one GPU per device")
+    slurm.add_argument("--slurm-gpus-per-node", type=int, default=DEFAULT_GPUS_PER_NODE, metavar="G",
+                       help=f"GPUs of one node (default {DEFAULT_GPUS_PER_NODE}): a distributed cell with more "
+                            "devices runs on devices/G nodes, torchrun on each (docs/RUNNING.md)")
     slurm.add_argument("--slurm-array-parallelism", type=int, default=None, help="jobs of an array running at once")
     slurm.add_argument("--slurm-account", default=None)
     slurm.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
@@ -47,7 +52,7 @@ def slurm_options_from_args(args: argparse.Namespace) -> SlurmOptions:
         if not sep or not key:
             raise ValueError(f"--slurm-extra {item!r}: give KEY=VALUE, e.g. constraint=a100")
         extra.append((key.strip(), value.strip()))
-    for name in ("slurm_mem", "slurm_cpus_per_task", "slurm_array_parallelism"):
+    for name in ("slurm_mem", "slurm_cpus_per_task", "slurm_array_parallelism", "slurm_gpus_per_node"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} {value}: must be at least 1")
@@ -55,6 +60,7 @@ def slurm_options_from_args(args: argparse.Namespace) -> SlurmOptions:
         partition=args.slurm_partition, time_min=parse_slurm_time(args.slurm_time) if args.slurm_time else None,
         mem_gb=args.slurm_mem, cpus_per_task=args.slurm_cpus_per_task, gpus=args.slurm_gpus,
         array_parallelism=args.slurm_array_parallelism, account=args.slurm_account, extra=tuple(extra),
+        gpus_per_node=args.slurm_gpus_per_node,
     )
 
 
@@ -63,3 +69,23 @@ def launcher_from_args(args: argparse.Namespace) -> Launcher:
     if args.no_wait and args.launcher != "slurm":
         raise ValueError("--no-wait needs --launcher slurm (local jobs end with this process)")
     return make_launcher(args.launcher, slurm_options_from_args(args), wait=not args.no_wait)
+
+
+def check_cluster_shapes(cells: Iterable[Cell], args: argparse.Namespace) -> None:
+    """With `--launcher slurm`, every cell's nodes can be asked for; else ValueError, one line, before any job.
+
+    Why up front: a 12-GPU cell on 8-GPU nodes, or a one-process method on 16 GPUs, would
+    otherwise be found only when its array is submitted, after other arrays already were.
+    """
+    if args.launcher != "slurm":
+        return
+    options = slurm_options_from_args(args)
+    problems = []
+    for cell in cells:
+        try:
+            node_shape(cell, options)
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        more = f" (and {len(problems) - 1} more cells)" if len(problems) > 1 else ""
+        raise ValueError(problems[0] + more)

@@ -2,7 +2,9 @@
 
 Every launcher stores each row in the shared store (one fragment per attempt) and reports
 it to `on_row`; the runner chooses the cells and writes the report. With submitit, a job per
-cell, sized by `slurm_parameters`, runs `run_cell_job`. Jobs left running by `--no-wait`
+cell, sized by `slurm_parameters`, runs `run_cell_job`; on Slurm, a cell needing more GPUs than
+a node has is a job of one task per node, each running `run_node_task` (torchrun for that
+node's ranks; bench/run/multinode.py). Jobs left running by `--no-wait`
 are recorded under results/<grid>/jobs/pending/ so a rerun waits for them (or reports them
 as pending) instead of submitting their cells again.
 """
@@ -12,17 +14,19 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 from tqdm import tqdm
 
 from bench import REPO_ROOT
 from bench.cell.rows import failed_row
 from bench.grid import Cell
+from bench.run.cell_grid import write_cell_grid
 from bench.run.cell_process import run_cell_subprocess
 from bench.run.job import run_cell_job
+from bench.run.multinode import run_node_task
 from bench.run.scratch import scratch_dir
-from bench.run.slurm import SlurmOptions, slurm_parameters
+from bench.run.slurm import SlurmOptions, node_shape, slurm_parameters
 from bench.store.fragments import append_rows
 from bench.store.read import frame_rows, read_history
 from bench.store.records import from_columns
@@ -95,9 +99,12 @@ class SubmititLauncher:
         return {p.stem for p in pending.glob("*.json")} if pending.is_dir() else set()
 
     def _collect(self, job, cell: Cell, attempt: int, ctx: LaunchContext, on_row: OnRow) -> None:
-        """Wait for a job; a job that died without storing its row gets one here."""
+        """Wait for a job; a job that died without storing its row gets one here.
+
+        A multi-node job has a task per node; the task of Slurm's process 0 returns the row.
+        """
         try:
-            row = from_columns(ResultRow, job.result())
+            row = from_columns(ResultRow, next(r for r in job.results() if r is not None))
         except Exception as exc:  # noqa: BLE001 - a lost job becomes a status row, like a lost cell
             history = read_history(ctx.results_dir)
             stored = history[(history["cell_id"] == cell.cell_id) & (history["attempt"] == attempt)]
@@ -115,7 +122,8 @@ class SubmititLauncher:
         pending = self._pending_dir(ctx.results_dir)
         pending.mkdir(parents=True, exist_ok=True)
         (pending / f"{cell.cell_id}.json").write_text(json.dumps(
-            {"job_id": job.job_id, "attempt": attempt, "cluster": self.cluster, "cell": cell.to_json()}))
+            {"job_id": job.job_id, "attempt": attempt, "cluster": self.cluster, "cell": cell.to_json(),
+             "tasks": job.num_tasks}))
 
     def _resume(self, ctx: LaunchContext, on_row: OnRow) -> int:
         """Jobs an earlier `--no-wait` run left: wait for them (or count them if not waiting)."""
@@ -126,28 +134,39 @@ class SubmititLauncher:
             return len(pending)
         for path in pending:
             entry = json.loads(path.read_text())
-            job: submitit.SlurmJob = submitit.SlurmJob(folder=Path(ctx.results_dir) / "jobs" / "%j", job_id=entry["job_id"])
+            job: submitit.SlurmJob = submitit.SlurmJob(folder=Path(ctx.results_dir) / "jobs" / "%j", job_id=entry["job_id"],
+                                                       tasks=range(entry.get("tasks", 1)))
             self._collect(job, Cell.from_json(entry["cell"]), entry["attempt"], ctx, on_row)
         return 0
+
+    def _call(self, cell: Cell, attempt: int, ctx: LaunchContext) -> tuple[Callable, tuple[Any, ...]]:
+        """The function a cell's job runs and its arguments: the cell entry, or per node torchrun."""
+        results = str(Path(ctx.results_dir).resolve())
+        shape = node_shape(cell, self.options) if self.cluster == "slurm" else None
+        if shape is not None and shape.multi_node:
+            grid_file = write_cell_grid(cell, Path(results) / "jobs" / "cells")  # the ranks find the cell by id
+            return run_node_task, (str(grid_file), cell.to_json(), attempt, ctx.data_root, results, shape.gpus_per_node)
+        return run_cell_job, (cell.to_json(), attempt, ctx.data_root, results)
 
     def launch(self, todo: list[tuple[Cell, int]], ctx: LaunchContext, on_row: OnRow) -> int:
         left = self._resume(ctx, on_row) if self.cluster == "slurm" else 0
         executor = self._executor(ctx.results_dir)
-        args = lambda cell, attempt: (cell.to_json(), attempt, ctx.data_root, str(Path(ctx.results_dir).resolve()))
         if self.cluster == "local":
             for cell, attempt in tqdm(todo, desc=ctx.grid_name, unit="job", disable=not ctx.progress):
                 executor.update_parameters(**slurm_parameters(cell, self.options, ctx.grid_name))
-                self._collect(executor.submit(run_cell_job, *args(cell, attempt)), cell, attempt, ctx, on_row)
+                function, arguments = self._call(cell, attempt, ctx)
+                self._collect(executor.submit(function, *arguments), cell, attempt, ctx, on_row)
             return left
-        groups: dict[str, list[tuple[Cell, int]]] = {}
-        for cell, attempt in todo:  # one array per distinct request: an array shares its parameters
-            key = json.dumps(slurm_parameters(cell, self.options, ctx.grid_name), sort_keys=True)
-            groups.setdefault(key, []).append((cell, attempt))
+        groups: dict[tuple[str, Callable], list[tuple[Cell, int, tuple[Any, ...]]]] = {}
+        for cell, attempt in todo:  # one array per distinct request and job function: an array shares both
+            params = json.dumps(slurm_parameters(cell, self.options, ctx.grid_name), sort_keys=True)
+            function, arguments = self._call(cell, attempt, ctx)
+            groups.setdefault((params, function), []).append((cell, attempt, arguments))
         submitted = []
-        for key, members in groups.items():
-            executor.update_parameters(**json.loads(key))
-            jobs = executor.map_array(run_cell_job, *zip(*(args(c, a) for c, a in members)))
-            for job, (cell, attempt) in zip(jobs, members):
+        for (params, function), members in groups.items():
+            executor.update_parameters(**json.loads(params))
+            jobs = executor.map_array(function, *zip(*(arguments for _, _, arguments in members)))
+            for job, (cell, attempt, _) in zip(jobs, members):
                 self._record(job, cell, attempt, ctx)
                 submitted.append((job, cell, attempt))
         if not self.wait:
