@@ -112,8 +112,7 @@ def test_scpl_gpipe_hands_all_but_the_last_micro_batch_on_before_the_update():
 def test_ddp_all_reduce_follows_the_ring_formula(n):
     link, nbytes = Link("x", 2e-5, 1e9), 8e6
     costs = StageCosts.uniform(1, forward=1.0, backward=2.0, update=0.5, batch=1)
-    plan = _plan(costs, 1, batch=n, link=link, parameter_bytes=(nbytes,), batches=1)
-    plan = Plan(plan.costs, n, (1,) * n, link, parameter_bytes=(nbytes,), batches=1)
+    plan = _plan(costs, 1, batch=n, link=link, parameter_bytes=(nbytes,), batches=1, replicas=n)
     ring = 2e-5 + 2 * (n - 1) / n * nbytes / 1e9
     assert link.all_reduce_s(nbytes, n) == pytest.approx(ring)
     assert _outcome("data_parallel", plan).step_s == pytest.approx(1.0 + 2.0 + ring + 0.5)

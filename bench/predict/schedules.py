@@ -22,6 +22,7 @@ from the sender to the receiver (one queue per direction).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -51,17 +52,22 @@ class Plan:
     queue_depth: int = 2
     one_thread: bool = False  # every device's work in one thread (torchgpipe on CPU)
     bucket_bytes: float = DDP_BUCKET_BYTES
+    replicas: int = 1  # data parallelism: devices each holding every stage (balance = (stages,))
 
     @property
     def devices(self) -> int:
-        return len(self.balance)
+        return len(self.balance) * self.replicas
 
     @property
     def num_stages(self) -> int:
         return sum(self.balance)
 
+    @functools.cached_property
+    def lanes(self) -> list[int]:
+        return _lanes(self.balance)
+
     def device_of(self, k: int) -> int:
-        return _lanes(self.balance)[k]
+        return self.lanes[k]
 
     def stages_of(self, d: int) -> list[int]:
         first = sum(self.balance[:d])
@@ -294,8 +300,8 @@ def _buckets(parameter_bytes: Sequence[float], cap: float) -> list[tuple[int, fl
 
 @_schedule("data_parallel")
 def data_parallel(plan: Plan) -> Schedule:
-    """DDP; lanes are the replicas (each drawn as one row), every stage on every device."""
-    n = plan.devices
+    """DDP on `plan.replicas` devices; lanes are the replicas (each drawn as one row)."""
+    n = plan.replicas
     b = _Builder(plan)
     b.schedule.lanes = list(range(n))
     c = plan.costs.at(max(1, plan.batch // n))
