@@ -11,6 +11,9 @@ would, and asserts on the rows and traces:
 - the trace holds CUDA kernels that ran inside the phase labels (`stage{k}/...`,
   `Forward i` ...) on every GPU the cell used;
 - multi-process cells on 2+ GPUs ran NCCL kernels (their trace names `nccl`);
+- the three distributed methods (DDP, gpipe_dist, SCPL with `executor: processes`) also run
+  as a cluster job starts them: torchrun on this node, `python -m bench.run.rank_cell`, NCCL,
+  rank 0 storing the row (with one GPU only DDP, as one rank: NCCL refuses two ranks on one GPU);
 and, in this process: a batch prepared by DataLoader workers is pinned, every
 rank of a process group gets the NCCL backend on its own GPU, and the process
 executor of decoupled stages (`run_distributed_pipeline`) trains close to the
@@ -36,7 +39,7 @@ if TYPE_CHECKING:  # imported inside the functions that run: `make gpu-check` wi
     from bench.grid import Cell
     from bench.store.row import ResultRow
 
-__all__ = ["main", "plan_cells", "CheckedCell", "NO_CUDA_MESSAGE", "trace_kernels"]
+__all__ = ["main", "plan_cells", "plan_torchrun_cells", "CheckedCell", "NO_CUDA_MESSAGE", "trace_kernels"]
 
 NO_CUDA_MESSAGE = "no CUDA device: nothing to check"
 MODEL, DATASET, BATCH = "convnet", "cifar10@synthetic", 32
@@ -48,6 +51,7 @@ class CheckedCell:
     label: str
     cell: Cell
     needs_nccl: bool = False  # a multi-process cell on 2+ GPUs
+    torchrun: bool = False  # started by torchrun (bench.run.rank_cell), not spawned by the cell process
     problems: list[str] = field(default_factory=list)
     row: Optional[ResultRow] = None
     kernels: int = 0
@@ -86,6 +90,42 @@ def plan_cells(gpus: int) -> list[CheckedCell]:
         batch = count * math.ceil(BATCH / count)  # DDP splits the batch evenly over its ranks
         plan.append(CheckedCell("ddp", _cell("ddp", count, batch=batch), needs_nccl=count > 1))
     return plan
+
+
+def plan_torchrun_cells(gpus: int) -> list[CheckedCell]:
+    """The distributed methods started by torchrun on this node, the entry a Slurm job's node runs.
+
+    One GPU: DDP with one rank only. NCCL refuses a communicator with two ranks on one GPU
+    ("Duplicate GPU detected"), and a pipeline of one rank is no pipeline (decoupled stages on
+    one device run sequentially, not as ranks).
+    """
+    if gpus < 2:
+        return [CheckedCell("ddp (torchrun)", _cell("ddp", 1), torchrun=True)]
+    staged = min(gpus, MAX_STAGES)
+    return [
+        CheckedCell(label, cell, needs_nccl=True, torchrun=True) for label, cell in (
+            ("ddp (torchrun)", _cell("ddp", gpus, batch=gpus * math.ceil(BATCH / gpus))),
+            ("gpipe_dist (torchrun)", _cell("gpipe_dist", staged, method_options={"chunks": 4})),
+            ("scpl processes (torchrun)", _cell("scpl", staged, executor="processes")))
+    ]
+
+
+def run_under_torchrun(item: CheckedCell, results_dir: Path, workdir: Path) -> ResultRow:
+    """`item`'s cell as one node of a cluster job runs it: torchrun, c10d rendezvous here, rank 0 stores the row.
+
+    `results_dir` is its own: the same cell spawned by the cell process writes the same trace folder.
+    """
+    from bench.execution.ranks import free_port
+    from bench.run.cell_grid import write_cell_grid
+    from bench.run.multinode import run_torchrun, torchrun_command
+
+    cell = item.cell
+    grid_file = write_cell_grid(cell, workdir / "cells")
+    command = torchrun_command(1, cell.devices, f"127.0.0.1:{free_port()}", f"gpu-check-{cell.cell_id}", grid_file,
+                               cell.cell_id, results_dir)
+    row = run_torchrun(command, cell, results_dir)
+    assert row is not None  # the only node reports
+    return row
 
 
 def trace_kernels(trace_dir: Path) -> tuple[int, int, set, bool]:
@@ -258,15 +298,23 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     gpus = torch.cuda.device_count()
     print(f"{gpus} GPU(s): " + ", ".join(torch.cuda.get_device_name(i) for i in range(gpus)), flush=True)
-    plan = plan_cells(gpus)
+    plan = plan_cells(gpus) + plan_torchrun_cells(gpus)
     other: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         results_dir = args.keep or Path(tmp) / "results"
         results_dir.mkdir(parents=True, exist_ok=True)
         for item in plan:
             print(f"running {item.label} on {item.cell.devices} GPU(s) ...", flush=True)
-            item.row = run_cell_subprocess(item.cell, None, Path(tmp), results_dir)
-            check_row(item, results_dir)
+            where = results_dir / "torchrun" if item.torchrun else results_dir
+            try:
+                if item.torchrun:
+                    item.row = run_under_torchrun(item, where, Path(tmp))
+                else:
+                    item.row = run_cell_subprocess(item.cell, None, Path(tmp), where)
+            except Exception as exc:  # noqa: BLE001 - a cell that cannot even start is a finding too
+                item.problems.append(f"did not run: {type(exc).__name__}: {exc}")
+                continue
+            check_row(item, where)
         for name, check in (("pinned batches", check_pinned), ("nccl process group", lambda: check_nccl(gpus)),
                             ("process executor", lambda: check_process_executor(gpus))):
             print(f"checking {name} ...", flush=True)

@@ -9,7 +9,7 @@ import torch
 
 from bench import REPO_ROOT
 from bench.execution.capacity import check_device_counts
-from bench.gpu_check import NO_CUDA_MESSAGE, main, plan_cells, trace_kernels
+from bench.gpu_check import NO_CUDA_MESSAGE, main, plan_cells, plan_torchrun_cells, trace_kernels
 
 
 def _cells(*counts, kind="cuda"):
@@ -66,3 +66,14 @@ def test_too_many_gpus_is_one_line_naming_what_fits():
     assert "--only devices=1 or --only devices=2" in message
     assert "no GPU" in check_device_counts(_cells(1), gpus=0)
     assert "no cell of this grid fits" in check_device_counts(_cells(4, kind="auto"), gpus=2)
+
+
+def test_torchrun_plan_runs_the_three_distributed_methods_with_nccl():
+    """With 2+ GPUs: DDP on all, gpipe_dist and SCPL processes on up to 4; one GPU: DDP as one rank only."""
+    plan = plan_torchrun_cells(8)
+    assert [(p.label, p.cell.method, p.cell.devices, p.torchrun, p.needs_nccl) for p in plan] == [
+        ("ddp (torchrun)", "ddp", 8, True, True), ("gpipe_dist (torchrun)", "gpipe_dist", 4, True, True),
+        ("scpl processes (torchrun)", "scpl", 4, True, True)]
+    assert plan[2].cell.settings.executor == "processes" and plan[0].cell.batch_size % 8 == 0
+    assert [(p.label, p.cell.devices, p.needs_nccl) for p in plan_torchrun_cells(1)] == [("ddp (torchrun)", 1, False)]
+    assert all(p.cell.settings.device_kind == "cuda" for p in plan)

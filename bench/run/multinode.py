@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Mapping, Optional
 
 from bench.grid import Cell
+from bench.store.row import ResultRow
 
-__all__ = ["first_host", "rdzv_port", "torchrun_command", "slurm_torchrun_command", "run_node_task", "RDZV_PORT_BASE"]
+__all__ = ["first_host", "rdzv_port", "torchrun_command", "slurm_torchrun_command", "run_torchrun", "run_node_task", "RDZV_PORT_BASE"]
 
 RDZV_PORT_BASE = 29500  # torchrun's default; a job adds its id modulo 1000 so jobs sharing a node differ
 
@@ -89,7 +90,7 @@ def _attempts_of(results_dir: Path, cell_id: str) -> set:
     return set(history.loc[history["cell_id"] == cell_id, "attempt_id"])
 
 
-def _new_row(results_dir: Path, cell_id: str, before: set):
+def _new_row(results_dir: Path, cell_id: str, before: set) -> Optional[ResultRow]:
     """The row rank 0 stored for this cell since `before` (its attempt ids then), or None."""
     from bench.store.read import frame_rows, read_history
 
@@ -100,11 +101,13 @@ def _new_row(results_dir: Path, cell_id: str, before: set):
     return frame_rows(mine.tail(1))[0] if len(mine) else None
 
 
-def run_node_task(grid_file: str, cell_json: str, attempt: int, data_root: Optional[str], results_dir: str,
-                  nproc_per_node: int) -> Optional[dict]:
-    """What each node's task of a multi-node Slurm job runs (submitit calls it once per task).
+def run_torchrun(command: list[str], cell: Cell, results_dir: Path, attempt: int = 1,
+                 reporter: bool = True) -> Optional[ResultRow]:
+    """Run a torchrun `command` for `cell` (its own process group, the cell's timeout); the cell's row.
 
-    Returns the cell's row (as a dict) from the task of Slurm's process 0, None from the others.
+    The reporter (one per job) returns the row rank 0 stored in `results_dir`, or, when the
+    ranks ended without one, stores and returns a status row (`exit_row`: timeout, killed,
+    failed, attempt `attempt`); the other nodes' tasks return None.
     """
     from bench import REPO_ROOT
     from bench.run.cell_process import cell_env, cell_timeout_s, exit_row
@@ -112,22 +115,29 @@ def run_node_task(grid_file: str, cell_json: str, attempt: int, data_root: Optio
     from bench.run.scratch import scratch_dir
     from bench.store.fragments import append_rows
 
-    cell, results = Cell.from_json(cell_json), Path(results_dir)
-    reporter = os.environ.get("SLURM_PROCID", "0") == "0"
-    before = _attempts_of(results, cell.cell_id) if reporter else set()
-    command = slurm_torchrun_command(os.environ, nproc_per_node, grid_file, cell.cell_id, results, data_root)
-    print(" ".join(command), flush=True)  # into the task's Slurm log
+    before = _attempts_of(results_dir, cell.cell_id) if reporter else set()
     limit, start = cell_timeout_s(cell), time.perf_counter()
-    with scratch_dir(results) as tmp:
-        result = run_in_new_group(command, limit, tmp / f"{cell.cell_id}-node{os.environ.get('SLURM_NODEID', 0)}",
-                                  cell_env(cell), REPO_ROOT)
-    print(result.output_tail, file=sys.stderr, flush=True)
+    with scratch_dir(results_dir) as tmp:
+        result = run_in_new_group(command, limit, tmp / f"{cell.cell_id}-torchrun", cell_env(cell), REPO_ROOT)
+    print(result.output_tail, file=sys.stderr, flush=True)  # the end of torchrun's output, into the job's log
     if not reporter:
         return None
-    row = None if result.timed_out else _new_row(results, cell.cell_id, before)
-    if row is None:  # the ranks ended without a row: the task says why, as a local cell's runner would
+    row = None if result.timed_out else _new_row(results_dir, cell.cell_id, before)
+    if row is None:  # the ranks ended without a row: say why, as a local cell's runner would
         row = exit_row(cell, result, limit, time.perf_counter() - start, what="torchrun")
         row.attempt = attempt
-        append_rows(results, [row])
-    return row.to_dict()
+        append_rows(results_dir, [row])
+    return row
 
+
+def run_node_task(grid_file: str, cell_json: str, attempt: int, data_root: Optional[str], results_dir: str,
+                  nproc_per_node: int) -> Optional[dict]:
+    """What each node's task of a multi-node Slurm job runs (submitit calls it once per task).
+
+    Returns the cell's row (as a dict) from the task of Slurm's process 0, None from the others.
+    """
+    cell = Cell.from_json(cell_json)
+    command = slurm_torchrun_command(os.environ, nproc_per_node, grid_file, cell.cell_id, results_dir, data_root)
+    print(" ".join(command), flush=True)  # into the task's Slurm log
+    row = run_torchrun(command, cell, Path(results_dir), attempt, reporter=os.environ.get("SLURM_PROCID", "0") == "0")
+    return None if row is None else row.to_dict()
