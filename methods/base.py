@@ -185,6 +185,9 @@ class Method(ABC):
     # "1f1b", "decoupled", "decoupled_microbatch", "data_parallel"); "" = by `execution`
     schedule: ClassVar[str] = ""
     one_thread_on_cpu: ClassVar[bool] = False  # True: on CPU "devices" every stage runs in one thread (torchgpipe)
+    # True: every batch must have the same shape (torch.distributed.pipelining fixes its buffers at the first
+    # step), so text batches are padded to max_len rather than to their longest text (data/text_layout.py)
+    fixed_input_shape: ClassVar[bool] = False
 
     def __init__(self, model: StagedModel, config: MethodConfig) -> None:
         self.model = model

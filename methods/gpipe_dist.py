@@ -121,6 +121,7 @@ class GPipeDistributed(RankMethod):
     report_order = 30
     colour = "tab:red"
     bp_gradient = True
+    fixed_input_shape = True  # the stages' buffers keep the first step's shapes (text: max_len-wide batches)
     Options = GPipeDistOptions
     options: GPipeDistOptions
 

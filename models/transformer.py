@@ -8,7 +8,8 @@ copy of every block (about 543k dead parameters each); that copy is left out
 here, so parameter counts and memory reflect the network actually trained.
 
 Payload between stages: (states (B, L, 300), mask (B, L)); attention ignores
-padded keys.  Local features: plain mean over tokens after the embedding,
+padded keys.  Local features: plain mean over tokens after the embedding, as
+the reference (`embedding_feature: masked_mean` counts real tokens only),
 mean over real tokens after each block.  The reference has no positional
 encoding; `positional_encoding=True` adds sinusoidal codes in the embedding
 stage (no parameters).
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from .embedding import TokenEmbedding
-from .reducers import masked_mean_tokens, mean_tokens
+from .reducers import embedding_feature_reducer, masked_mean_tokens
 from .registry import register_model
 from .staged import StagedModel
 
@@ -50,7 +51,7 @@ class EncoderBlockStage(nn.Module):
 @register_model
 def transformer(num_classes: int, vocab_size: int = 30000, embed_dim: int = 300, num_heads: int = 6,
                 ff_dim: int = 300, dropout: float = 0.1, blocks: int = 3, positional_encoding: bool = False,
-                embedding_weights: Optional[torch.Tensor] = None) -> StagedModel:
+                embedding_weights: Optional[torch.Tensor] = None, embedding_feature: str = "mean") -> StagedModel:
     """Embedding + `blocks` encoder stages (default 3, i.e. 4 stages) for token-id inputs (B, L).
 
     `embedding_weights` (vocab_size, embed_dim) initialises the embedding (GloVe).
@@ -61,7 +62,7 @@ def transformer(num_classes: int, vocab_size: int = 30000, embed_dim: int = 300,
         raise ValueError(f"embed_dim {embed_dim} must be divisible by num_heads {num_heads}")
     stages: list[nn.Module] = [TokenEmbedding(vocab_size, embed_dim, embedding_weights, positional_encoding)]
     stages += [EncoderBlockStage(embed_dim, num_heads, ff_dim, dropout) for _ in range(blocks)]
-    reducers = [mean_tokens] + [masked_mean_tokens] * blocks
+    reducers = [embedding_feature_reducer(embedding_feature)] + [masked_mean_tokens] * blocks
     feature_dims = [embed_dim] * (blocks + 1)
     head = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.Tanh(), nn.Linear(embed_dim, num_classes))
     return StagedModel(stages, reducers, feature_dims, head, num_classes, "text")
