@@ -22,7 +22,7 @@ import torch
 __all__ = ["CACHE_ENV", "FORMAT_VERSION", "fingerprint", "cached"]
 
 CACHE_ENV = "SCPLBENCH_DATA_CACHE"
-FORMAT_VERSION = 1  # bump when a reader or the text pipeline changes its output
+FORMAT_VERSION = 2  # bump when a reader or the text pipeline changes its output (2: text as the references clean and split it)
 
 T = TypeVar("T")
 

@@ -1,10 +1,16 @@
 """GloVe vectors as embedding weights whose row i is the vector of vocabulary word i.
 
 Why this module is careful about rows: the reference builds its matrix two
-rows off (row i holds the vector of word i - 2), so every pretrained vector
-lands on the wrong word; a test here writes a tiny GloVe file and checks that
-row i is word i's vector. Words GloVe lacks get seeded N(0, 0.3^2) vectors
-(0.3 is close to the spread of glove.6B.300d's values), `<pad>` gets zeros.
+rows off.  Its vocabulary maps the k-th most frequent word to id k + 2 and
+adds `<pad>` = 0 and `<unk>` = 1 last (DASCPL `utils/nlp.py:203-206`), and
+`get_word_vector` stacks one row per word in that insertion order
+(nlp.py:135-145): row i holds the vector of the word with id i + 2, and the
+rows of `<pad>` and `<unk>` are the last two.  Every pretrained vector lands
+on the wrong word, and `<pad>` reads the most frequent word's vector.  The
+harness fixes that bug: a test writes a tiny GloVe file and checks that row i
+is word i's vector.  Words GloVe lacks get seeded N(0, 0.3^2) vectors (0.3 is
+close to the spread of glove.6B.300d's values; the reference's are
+`torch.rand(300)`, uniform on [0, 1)), `<pad>` gets zeros.
 """
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ import torch
 
 from .batched import BatchedDataset, BatchTransform
 from .spec import DatasetSpec
+from .text_layout import TextOptions
 
 __all__ = ["InMemoryVision", "InMemoryText"]
 
@@ -36,16 +37,22 @@ class InMemoryVision(BatchedDataset):
 
 
 class InMemoryText(BatchedDataset):
-    """Real token ids (max_len,) int64, 0 = `<pad>`, 1 = `<unk>`; `vocab[i]` is the word of id i."""
+    """Real token ids int64, 0 = `<pad>`, 1 = `<unk>`; `vocab[i]` is the word of id i.
+
+    A batch is laid out by `layout` (`data/text_layout.py`): by default as wide
+    as its longest text, pads on the right.
+    """
 
     def __init__(self, spec: DatasetSpec, split: str, positions: torch.Tensor, tokens: torch.Tensor,
                  labels: torch.Tensor, vocab: list[str], label_offsets: Optional[torch.Tensor] = None,
-                 transform: Optional[BatchTransform] = None, seed: int = 0) -> None:
+                 transform: Optional[BatchTransform] = None, seed: int = 0,
+                 layout: Optional[TextOptions] = None) -> None:
         super().__init__(spec, split, positions, label_offsets, transform, seed)
         self.tokens, self.targets, self.vocab = tokens, labels, vocab
+        self.layout = layout or TextOptions()
 
     def _fetch(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.tokens[positions].long(), self.targets[positions]
+        return self.layout.lay_out(self.tokens[positions].long()), self.targets[positions]
 
     def _fetch_labels(self, positions: torch.Tensor) -> torch.Tensor:
         return self.targets[positions]

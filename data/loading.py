@@ -7,6 +7,7 @@ read through the reader registered for the base name (`vision_files`,
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Optional, Union, cast
 
@@ -20,6 +21,7 @@ from .spec import DatasetSpec, get_spec
 from .splits import SPLITS, Split, label_noise_offsets, split_positions
 from .synthetic import SyntheticText, SyntheticVision, synthetic_vocab
 from .text_files import TextArrays
+from .text_layout import TextOptions
 from .vision_files import VisionArrays
 
 __all__ = ["AUGMENTS", "load_dataset", "read_real", "text_vocab", "check_split_options"]
@@ -32,12 +34,22 @@ PathLike = Union[str, os.PathLike]
 _LAST_READ: dict[tuple, Union[VisionArrays, TextArrays]] = {}
 
 
-def read_real(spec: DatasetSpec, root: Optional[PathLike] = None) -> Union[VisionArrays, TextArrays]:
-    """The decoded official splits of real dataset `spec` (through the cache where it pays)."""
+def read_real(spec: DatasetSpec, root: Optional[PathLike] = None,
+              text: Optional[TextOptions] = None) -> Union[VisionArrays, TextArrays]:
+    """The decoded official splits of real dataset `spec` (through the cache where it pays).
+
+    Text is read with `spec.max_len` and `text`'s reading options; a dataset
+    without an official split (IMDB) comes back whole (`TextArrays.split`).
+    """
     source = source_for(spec.base)
     base = data_root(root)
     paths = require_files(source, base)
     settings = {"dataset": spec.base, "max_len": spec.max_len, "vocab_size": spec.vocab_size}
+    read = source.read
+    if spec.modality == "text":
+        text = text or TextOptions()
+        settings.update(text.reader_settings())
+        read = functools.partial(source.read, max_len=int(spec.max_len or 0), text=text)
     files_key = fingerprint(paths, settings)
     key = (spec.base, str(base.resolve()), files_key)
     if key in _LAST_READ:
@@ -45,9 +57,9 @@ def read_real(spec: DatasetSpec, root: Optional[PathLike] = None) -> Union[Visio
     arrays: Union[VisionArrays, TextArrays]
     if source.cache:
         cls = TextArrays if spec.modality == "text" else VisionArrays
-        arrays = cast(Union[VisionArrays, TextArrays], cached(base, spec.base, files_key, cls, lambda: source.read(base)))
+        arrays = cast(Union[VisionArrays, TextArrays], cached(base, spec.base, files_key, cls, lambda: read(base)))
     else:
-        arrays = cast(Union[VisionArrays, TextArrays], source.read(base))
+        arrays = cast(Union[VisionArrays, TextArrays], read(base))
     if spec.modality == "vision":
         for part in ("train_images", "test_images"):
             shape = tuple(getattr(arrays, part).shape[1:])
@@ -80,7 +92,7 @@ def check_split_options(val_fraction: float, noise_rate: float) -> None:
 def load_dataset(name: str, split: str = "train", root: Optional[PathLike] = None, seed: int = 0,
                  augment: str = "none", val_fraction: float = 0.1, noise_rate: float = 0.0,
                  max_train_items: Optional[int] = None, max_test_items: Optional[int] = None,
-                 spec: Optional[DatasetSpec] = None) -> BatchedDataset:
+                 spec: Optional[DatasetSpec] = None, text: Optional[TextOptions] = None) -> BatchedDataset:
     """Dataset `name` ("cifar10", "imdb@synthetic", ...; see `list_datasets()`), split `split`.
 
     * split: "train" (the official training set minus the hold-out), "val"
@@ -94,14 +106,20 @@ def load_dataset(name: str, split: str = "train", root: Optional[PathLike] = Non
       training / test set (a subset; the hold-out is drawn from the N).
     * spec: the spec of what was read (`data.observed.observe_dataset`: classes and
       sizes of the files) instead of the published one; label noise draws its classes from it.
+    * text: text options (`data.text_layout.TextOptions`: max_len, padding per
+      batch or to max_len, pad side, IMDB's stop words); default the references'.
     Items are `(x, y)`: vision x float (3, H, W) normalised; text x int64
-    (max_len,) with 0 = <pad>, 1 = <unk>. `dataset.get_batch(indices)` returns
-    a whole batch at once.
+    (L,) with 0 = <pad>, 1 = <unk>, L <= max_len: a batch is as wide as its
+    longest text (`text.padding`). `dataset.get_batch(indices)` returns a whole
+    batch at once.
     """
     published = _check(name, split, augment, val_fraction, noise_rate)
-    spec = spec or published
+    text = text or TextOptions()
+    spec = spec or text.spec_for(published)
     if spec.kind == "real":
-        arrays = read_real(spec, root)
+        arrays = read_real(spec, root, text)
+        if isinstance(arrays, TextArrays):
+            arrays = arrays.split(seed)
         train_count, test_count = len(arrays.train_labels), len(arrays.test_labels)
     else:
         arrays, train_count, test_count = None, spec.train_size, spec.test_size
@@ -114,23 +132,25 @@ def load_dataset(name: str, split: str = "train", root: Optional[PathLike] = Non
                  if augment == "basic" and split == "train" and spec.modality == "vision" else None)
     common: dict[str, Any] = dict(label_offsets=offsets, transform=transform, seed=seed)
     if arrays is None:
-        cls = SyntheticVision if spec.modality == "vision" else SyntheticText
-        return cls(spec, split, positions, **common)
+        if spec.modality == "vision":
+            return SyntheticVision(spec, split, positions, **common)
+        return SyntheticText(spec, split, positions, layout=text, **common)
     pool = "test" if split == "test" else "train"
     if isinstance(arrays, VisionArrays):
         return InMemoryVision(spec, split, positions, getattr(arrays, f"{pool}_images"),
                               getattr(arrays, f"{pool}_labels"), **common)
     return InMemoryText(spec, split, positions, getattr(arrays, f"{pool}_tokens"),
-                        getattr(arrays, f"{pool}_labels"), arrays.vocab, **common)
+                        getattr(arrays, f"{pool}_labels"), arrays.vocab, layout=text, **common)
 
 
-def text_vocab(name: str, root: Optional[PathLike] = None) -> list[str]:
-    """The vocabulary (index = token id) of text dataset `name`, e.g. for `load_glove`."""
+def text_vocab(name: str, root: Optional[PathLike] = None, text: Optional[TextOptions] = None) -> list[str]:
+    """The vocabulary (index = token id) of text dataset `name` read with `text`, e.g. for `load_glove`."""
     spec = get_spec(name)
     if spec.modality != "text":
         raise ValueError(f"{name!r} is a {spec.modality} dataset; it has no vocabulary")
     if spec.kind == "synthetic":
         return synthetic_vocab(spec)
-    arrays = read_real(spec, root)
+    text = text or TextOptions()
+    arrays = read_real(text.spec_for(spec), root, text)
     assert isinstance(arrays, TextArrays)
     return arrays.vocab

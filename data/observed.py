@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from .spec import DatasetSpec, get_spec
+from .text_layout import TextOptions
 
 __all__ = ["ObservedData", "observe_dataset"]
 
@@ -33,19 +34,26 @@ def _limit(count: int, limit: Optional[int]) -> int:
 
 
 def observe_dataset(name: str, root=None, max_train_items: Optional[int] = None,
-                    max_test_items: Optional[int] = None) -> ObservedData:
+                    max_test_items: Optional[int] = None, text: Optional[TextOptions] = None,
+                    seed: int = 0) -> ObservedData:
     """Classes (distinct training labels) and official train/test sizes of the data `name` reads.
 
     The head gets `max(label) + 1` outputs, so every label read indexes a logit;
     with the usual contiguous labels 0..k-1 that is the number of distinct labels.
     Synthetic twins generate every published class, so only their sizes can differ.
+    `text` sets a text dataset's max_len (the spec's) and reading options;
+    `seed` draws IMDB's train/test split (`TextArrays.split`).
     """
-    published = get_spec(name)
+    text = text or TextOptions()
+    published = text.spec_for(get_spec(name))
     notes = []
     if published.kind == "real":
         from .loading import read_real
+        from .text_files import TextArrays
 
-        arrays = read_real(published, root)
+        arrays = read_real(published, root, text)
+        if isinstance(arrays, TextArrays):
+            arrays = arrays.split(seed)
         train_labels = arrays.train_labels[:_limit(len(arrays.train_labels), max_train_items)]
         train_size, test_size = len(train_labels), _limit(len(arrays.test_labels), max_test_items)
         distinct = int(torch.unique(train_labels).numel()) if len(train_labels) else 0

@@ -15,7 +15,9 @@ seed poses the same task, like a real dataset would.
 * Text: each class has `INDICATIVE_WORDS` words of its own; a token is one of
   them with probability `INDICATIVE_RATE`, otherwise a common word drawn from
   a Zipf law shared by all classes. Lengths are uniform in [max_len/5,
-  max_len]; the rest is `<pad>` = 0. `<unk>` = 1 never occurs.
+  max_len]; the rest is `<pad>` = 0. `<unk>` = 1 never occurs. Batches are
+  laid out as real ones are (`data/text_layout.py`: by default as wide as
+  their longest item).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import torch
 from .batched import BatchedDataset, BatchTransform
 from .counter_rng import item_keys, normal, random_bits, stream_id
 from .spec import DatasetSpec
+from .text_layout import TextOptions
 
 __all__ = ["SyntheticVision", "SyntheticText", "synthetic_vocab", "INDICATIVE_WORDS", "INDICATIVE_RATE"]
 
@@ -121,8 +124,10 @@ class SyntheticText(BatchedDataset):
 
     def __init__(self, spec: DatasetSpec, split: str, positions: torch.Tensor,
                  label_offsets: Optional[torch.Tensor] = None,
-                 transform: Optional[BatchTransform] = None, seed: int = 0) -> None:
+                 transform: Optional[BatchTransform] = None, seed: int = 0,
+                 layout: Optional[TextOptions] = None) -> None:
         super().__init__(spec, split, positions, label_offsets, transform, seed)
+        self.layout = layout or TextOptions()
         self.pool = _POOLS[split]
         self.max_len = int(spec.max_len or spec.input_shape[0])
         self.first_common = 2 + spec.num_classes * INDICATIVE_WORDS
@@ -152,4 +157,4 @@ class SyntheticText(BatchedDataset):
         common = self.first_common + torch.searchsorted(self.cdf, word)
         tokens = torch.where(pick < INDICATIVE_RATE, indicative, common)
         tokens = tokens.masked_fill(torch.arange(self.max_len)[None, :] >= length[:, None], 0)
-        return tokens, y
+        return self.layout.lay_out(tokens), y

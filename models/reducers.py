@@ -9,11 +9,14 @@ Text payloads are tuples whose first two entries are the token states
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from .staged import Payload
 
-__all__ = ["flatten_features", "mean_tokens", "masked_mean_tokens", "lstm_final_state"]
+__all__ = ["flatten_features", "mean_tokens", "masked_mean_tokens", "lstm_final_state", "EMBEDDING_FEATURES",
+           "embedding_feature_reducer"]
 
 
 def flatten_features(payload: Payload) -> torch.Tensor:
@@ -32,6 +35,18 @@ def masked_mean_tokens(payload: Payload) -> torch.Tensor:
     x, mask = payload[0], payload[1]
     weights = mask.unsqueeze(-1).to(x.dtype)
     return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+
+
+EMBEDDING_FEATURES = ("mean", "masked_mean")
+
+
+def embedding_feature_reducer(name: str) -> Callable[[Payload], torch.Tensor]:
+    """The embedding stage's reducer: "mean" over every position, pads included, as the
+    reference (`x.mean(1)`, DASCPL `model/nlp_single.py:40-41`, `model/nlp_multi.py:425`),
+    or "masked_mean" over real tokens only."""
+    if name not in EMBEDDING_FEATURES:
+        raise ValueError(f"embedding_feature must be one of {list(EMBEDDING_FEATURES)}, got {name!r}")
+    return mean_tokens if name == "mean" else masked_mean_tokens
 
 
 def lstm_final_state(payload: Payload) -> torch.Tensor:

@@ -10,7 +10,10 @@ import torch
 
 from data import DatasetFileError, DatasetFormatError, get_spec, load_dataset, load_glove, text_vocab
 from data.sources import list_sources
+from data.text_layout import TextOptions
 from data.text_pipeline import STOP_WORDS, clean_text
+
+FULL_WIDTH = TextOptions(padding="max_len")  # text batches max_len wide (by default: as wide as their longest text)
 
 RNG = np.random.default_rng(0)
 
@@ -168,9 +171,14 @@ def _write_csv(path: Path, rows: list[list], delimiter: str = ",") -> None:
         writer.writerows(rows)
 
 
-def test_cleaning_lowercases_strips_tags_punctuation_and_stop_words():
-    assert clean_text("The <br /><b>Movie</b> was GREAT, wasn't it?! Don't-miss") == ["movie", "great", "miss"]
-    assert "the" in STOP_WORDS and "dont" in STOP_WORDS and "movie" not in STOP_WORDS
+def test_cleaning_lowercases_deletes_tags_and_punctuation_without_a_space_and_drops_stop_words():
+    """As DASCPL utils/nlp.py:177-188: deleted, not replaced, so words either side join."""
+    assert clean_text("The <br /><b>Movie</b> was GREAT, wasn't it?! Don't-miss") == ["movie", "great", "wasnt",
+                                                                                      "dontmiss"]
+    assert clean_text("movie.<br />The end") == ["moviethe", "end"]
+    assert "the" in STOP_WORDS and "don't" in STOP_WORDS and "movie" not in STOP_WORDS
+    assert "dont" not in STOP_WORDS and "isnt" not in STOP_WORDS  # NLTK's list: the reference keeps them
+    assert clean_text("The end", drop_stop_words=False) == ["the", "end"]
 
 
 @pytest.fixture
@@ -189,23 +197,35 @@ def imdb_root(tmp_path):
     return tmp_path
 
 
-def test_imdb_first_half_trains_and_vocab_comes_from_it(imdb_root):
-    train = load_dataset("imdb", "train", root=imdb_root, val_fraction=0.0)
-    test = load_dataset("imdb", "test", root=imdb_root)
-    assert (len(train), len(test)) == (4, 4)
+IMDB_FIRST_WORDS = ["a", "terrible", "w0", "awful", "testonly", "unseenword", "great", "plot"]  # stop words kept
+
+
+def test_imdb_splits_80_20_by_the_seed_and_builds_its_vocabulary_from_every_review(imdb_root):
+    """DASCPL utils/nlp.py:69-87: vocabulary of all reviews, stop words kept, train_test_split(test_size=0.2)."""
+    train = load_dataset("imdb", "train", root=imdb_root, seed=0, val_fraction=0.0, text=FULL_WIDTH)
+    test = load_dataset("imdb", "test", root=imdb_root, seed=0, text=FULL_WIDTH)
+    assert (len(train), len(test)) == (6, 2)  # ceil(0.2 x 8) test reviews
+    order = np.random.RandomState(0).permutation(8)  # sklearn's train_test_split after np.random.seed(0)
     vocab = train.vocab
-    assert vocab[:2] == ["<pad>", "<unk>"] and vocab[2] == "great"  # most frequent training word (3x)
-    assert vocab[3:6] == ["acting", "awful", "film"]  # 2x each: ties broken alphabetically
-    assert "testonly" not in vocab and "unseenword" not in vocab
+    x, y = train.get_batch(torch.arange(6))
+    tx, ty = test.get_batch(torch.arange(2))
+    assert [vocab[int(t)] for t in x[:, 0]] == [IMDB_FIRST_WORDS[i] for i in order[2:]]
+    assert [vocab[int(t)] for t in tx[:, 0]] == [IMDB_FIRST_WORDS[i] for i in order[:2]]
+    assert y.tolist() + ty.tolist() == [1 - i % 2 for i in list(order[2:]) + list(order[:2])]
+    # great 4x, film 3x, awful 3x: ties keep the order of first occurrence (Counter.most_common)
+    assert vocab[:5] == ["<pad>", "<unk>", "great", "film", "awful"]
+    assert {"testonly", "unseenword", "the", "a", "actinggreat"} <= set(vocab)  # every review; stop words kept
     assert text_vocab("imdb", imdb_root) == vocab == test.vocab
-    x, y = train.get_batch(torch.arange(4))
-    assert x.dtype == torch.long and x.shape == (4, 350) and y.tolist() == [1, 0, 1, 0]
+    assert x.dtype == torch.long and x.shape == (6, 350)
     index = {w: i for i, w in enumerate(vocab)}
-    assert x[0, :4].tolist() == [index["great"], index["film"], index["great"], index["acting"]]
-    assert int((x[0] != 0).sum()) == 5 and (x[0, 5:] == 0).all()  # right-padded with <pad>
-    assert x[2].tolist() == [index[f"w{i}"] for i in range(350)]  # truncated to max_len
-    tx, ty = test.get_batch(torch.arange(4))
-    assert tx[0, :2].tolist() == [1, index["great"]] and ty.tolist() == [1, 0, 1, 0]  # unknown -> <unk>
+    first = list(order[2:]).index(0)  # "A great film, great acting.<br />Great!"
+    assert x[first, :6].tolist() == [index[w] for w in ("a", "great", "film", "great", "actinggreat")] + [0]
+    rows = torch.cat([x, tx])[(list(order[2:]) + list(order[:2])).index(2)]
+    assert rows.tolist() == [index[f"w{i}"] for i in range(350)]  # the 400-word review truncated to max_len
+    other = load_dataset("imdb", "test", root=imdb_root, seed=1, text=FULL_WIDTH).get_batch(torch.arange(2))[0]
+    assert [vocab[int(t)] for t in other[:, 0]] == [IMDB_FIRST_WORDS[i] for i in np.random.RandomState(1).permutation(8)[:2]]
+    dropped = text_vocab("imdb", imdb_root, TextOptions(imdb_stop_words="drop"))
+    assert "the" not in dropped and "a" not in dropped and "great" in dropped
 
 
 def test_imdb_wrong_columns_is_a_clear_error(tmp_path):
@@ -220,13 +240,13 @@ def test_agnews_reads_class_title_description(tmp_path):
              ["1", "Election markets", "Votes counted."], ["2", "Final", "Team wins final."]]
     _write_csv(tmp_path / "ag_news/train.csv", train)
     _write_csv(tmp_path / "ag_news/test.csv", [["2", "Cup", "Team loses."]])
-    ds = load_dataset("agnews", "train", root=tmp_path, val_fraction=0.0)
+    ds = load_dataset("agnews", "train", root=tmp_path, val_fraction=0.0, text=FULL_WIDTH)
     x, y = ds.get_batch(torch.arange(4))
     assert y.tolist() == [2, 3, 0, 1] and x.shape == (4, 60)
     assert ds.vocab[2] == "markets"  # title and description both count
     index = {w: i for i, w in enumerate(ds.vocab)}
     assert x[0, :4].tolist() == [index[w] for w in ("stocks", "rally", "markets", "rose")]
-    tx, ty = load_dataset("agnews", "test", root=tmp_path).get_batch([0])
+    tx, ty = load_dataset("agnews", "test", root=tmp_path, text=FULL_WIDTH).get_batch([0])
     assert ty.tolist() == [1] and tx[0, :4].tolist() == [1, index["team"], 1, 0]  # cup, loses: unseen
 
 
@@ -243,8 +263,9 @@ def test_agnews_wrong_columns_or_labels_are_clear_errors(tmp_path):
 def test_dbpedia_reads_fourteen_classes(tmp_path):
     _write_csv(tmp_path / "dbpedia_csv/train.csv", [["14", "Title", "Some content here."], ["1", "Corp", "A company."]])
     _write_csv(tmp_path / "dbpedia_csv/test.csv", [["7", "Hill", "A mountain."]])
-    ds = load_dataset("dbpedia14", "train", root=tmp_path, val_fraction=0.0)
+    ds = load_dataset("dbpedia14", "train", root=tmp_path, val_fraction=0.0, text=FULL_WIDTH)
     assert ds.labels().tolist() == [13, 0] and ds[0][0].shape == (400,)
+    assert "title" not in ds.vocab and "content" in ds.vocab  # content only, as DASCPL utils/nlp.py:32-33
     assert load_dataset("dbpedia14", "test", root=tmp_path).labels().tolist() == [6]
 
 

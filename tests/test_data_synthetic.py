@@ -11,6 +11,7 @@ from data import UnknownDatasetError, get_spec, list_datasets, load_dataset, two
 from data.augment import BasicAugment, random_crop_flip
 from data.counter_rng import item_keys, normal, uniform
 from data.splits import label_noise_offsets, split_positions
+from data.text_layout import TextOptions
 
 REAL = ["cifar10", "cifar100", "tinyimagenet", "svhn", "stl10", "agnews", "imdb", "dbpedia14", "sst2"]
 # name: (classes, input_shape, train, test)
@@ -21,7 +22,7 @@ EXPECTED = {
     "svhn": (10, (3, 32, 32), 73_257, 26_032),
     "stl10": (10, (3, 96, 96), 5_000, 8_000),
     "agnews": (4, (60,), 120_000, 7_600),
-    "imdb": (2, (350,), 25_000, 25_000),
+    "imdb": (2, (350,), 40_000, 10_000),  # one file of 50,000, split 80/20 as the reference
     "dbpedia14": (14, (400,), 560_000, 70_000),
     "sst2": (2, (15,), 67_349, 872),
 }
@@ -65,9 +66,10 @@ def test_bad_arguments_are_rejected(kwargs, message):
 @pytest.mark.parametrize("name", REAL)
 def test_twin_items_have_the_real_shapes(name):
     spec = get_spec(name + "@synthetic")
-    train = load_dataset(spec.name, "train")
-    val = load_dataset(spec.name, "val")
-    test = load_dataset(spec.name, "test")
+    full_width = TextOptions(padding="max_len")  # text batches as wide as max_len (by default: their longest item)
+    train = load_dataset(spec.name, "train", text=full_width)
+    val = load_dataset(spec.name, "val", text=full_width)
+    test = load_dataset(spec.name, "test", text=full_width)
     assert len(train) + len(val) == spec.train_size and len(test) == spec.test_size
     assert len(val) == round(0.1 * spec.train_size)
     x, y = train.get_batch(torch.tensor([0, 1, len(train) - 1]))
@@ -103,9 +105,9 @@ def test_items_are_deterministic_by_seed_split_and_index():
 
 
 def test_text_twin_is_deterministic_and_right_padded():
-    ds = load_dataset("imdb@synthetic", "train", seed=1)
+    ds = load_dataset("imdb@synthetic", "train", seed=1, text=TextOptions(padding="max_len"))
     x, y = ds.get_batch(torch.arange(64))
-    x2, y2 = load_dataset("imdb@synthetic", "train", seed=1).get_batch(torch.arange(64))
+    x2, y2 = load_dataset("imdb@synthetic", "train", seed=1, text=TextOptions(padding="max_len")).get_batch(torch.arange(64))
     assert torch.equal(x, x2) and torch.equal(y, y2)
     lengths = (x != 0).sum(1)
     assert int(lengths.min()) >= 350 // 5 and int(lengths.max()) <= 350
@@ -180,7 +182,7 @@ def test_two_view_batch_vision_doubles_batch_and_labels():
 
 
 def test_two_view_batch_text_masks_only_real_tokens():
-    x, y = load_dataset("sst2@synthetic", "train").get_batch(torch.arange(32))
+    x, y = load_dataset("sst2@synthetic", "train", text=TextOptions(padding="max_len")).get_batch(torch.arange(32))
     x2, y2 = two_view_batch(x, y, "text", generator=torch.Generator().manual_seed(0), text_mask_rate=0.5)
     assert x2.shape == (64, 15) and torch.equal(y2, torch.cat([y, y])) and torch.equal(x2[:32], x)
     view = x2[32:]

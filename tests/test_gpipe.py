@@ -16,6 +16,7 @@ import torch
 from bench.execution import resolve_devices, stage_devices
 from bench.execution.ranks import record_from_ranks, run_ranks
 from data import load_dataset
+from data.text_layout import TextOptions
 from methods import MethodConfig, create_method, method_class
 from models import create_model
 from models.staged import cat_payloads, from_batch_first, split_payload, to_batch_first
@@ -145,7 +146,7 @@ TEXT_MODELS = {
 @pytest.fixture(scope="module")
 def imdb_batch():
     """8 IMDB-twin reviews, 350 token ids right-padded (lengths 79 to 344), 2 classes."""
-    x, y = load_dataset("imdb@synthetic", "train", seed=0).get_batch(torch.arange(8))
+    x, y = load_dataset("imdb@synthetic", "train", seed=0, text=TextOptions(padding="max_len")).get_batch(torch.arange(8))
     assert (x == 0).any(dim=1).all(), "every review should carry padding"
     return x, y
 

@@ -8,8 +8,10 @@ import typing
 from bench.execution.devices import DEVICE_KINDS
 from bench.grid.settings import CellSettings
 from data.loading import AUGMENTS
+from data.text_layout import IMDB_STOP_WORDS, PADDING_SIDES, PADDINGS
 from methods.losses import LOCAL_LOSSES, SUPCON_VARIANTS
 from methods.projectors import PROJECTOR_TYPES
+from models.reducers import EMBEDDING_FEATURES
 
 
 def _choices(field: str) -> set:
@@ -28,6 +30,10 @@ def test_schema_choices_equal_what_the_code_accepts():
     assert _choices("projector") == set(PROJECTOR_TYPES)
     assert _choices("augment") == set(AUGMENTS)
     assert _choices("device_kind") == set(DEVICE_KINDS)
+    assert _choices("padding") == set(PADDINGS)
+    assert _choices("padding_side") == set(PADDING_SIDES)
+    assert _choices("imdb_stop_words") == set(IMDB_STOP_WORDS)
+    assert _choices("embedding_feature") == set(EMBEDDING_FEATURES)
 
 
 def test_defaults_are_valid_and_round_trip():

@@ -125,6 +125,15 @@ class CellSettings(BaseModel):
     data_workers: int = Field(0, ge=0, description="DataLoader worker processes (pinned memory on CUDA)")
     max_train_items: Optional[int] = Field(None, ge=1, description="use the first N official training items")
     max_test_items: Optional[int] = Field(None, ge=1, description="use the first N official test items")
+    # text (docs/DATA.md "Text batches"): the references' choices are the defaults
+    max_len: Optional[int] = Field(None, ge=1, description="text: tokens kept per text; null = the dataset's (docs/DATA.md)")
+    padding: Literal["batch", "max_len"] = Field(
+        "batch", description="text: pad each batch to its longest text (the references') or every text to max_len")
+    padding_side: Literal["right", "left"] = Field("right", description="text: pads after the tokens (the references') or before")
+    embedding_feature: Literal["mean", "masked_mean"] = Field(
+        "mean", description="text models: embedding stage's local feature, mean over every position (the references') or over real tokens")
+    imdb_stop_words: Literal["keep", "drop"] = Field(
+        "keep", description="IMDB: keep English stop words (the reference's pandas quirk) or drop them as for the other datasets")
     # -- placement and execution ----------------------------------------------------------
     balance: Union[Literal["auto", "even"], list[int]] = Field(
         "auto", description="stages per device: auto (by measured stage time), even, or a list")
@@ -179,7 +188,8 @@ ADDED_DEFAULTS: dict[str, Any] = {
     key: CellSettings.model_fields[key].get_default(call_default_factory=True)
     for key in ("executor", "epochs", "eval_every", "lr_schedule", "lr_min", "checkpoint_every", "keep_checkpoints",
                 "max_train_items", "max_test_items", "tta_targets", "health_chance_margin", "health_improving_margin",
-                "health_improving_window", "health_spike_fraction")
+                "health_improving_window", "health_spike_fraction", "max_len", "padding", "padding_side",
+                "embedding_feature", "imdb_stop_words")
 }
 
 
