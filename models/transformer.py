@@ -1,11 +1,12 @@
 """The SCPL paper's Transformer text classifier: an embedding stage, then three encoder blocks.
 
 Layout (METHODS.md "Models"): embedding (vocab x 300) and three stages of one
-pre-LayerNorm `nn.TransformerEncoderLayer` each (d_model 300, 6 heads,
-d_ff 300, dropout 0.1); head Linear(300, 300) -> Tanh -> Linear(300, C).
-Each block has 543,000 parameters.  The reference also registers an unused
-copy of every block (about 543k dead parameters each); that copy is left out
-here, so parameter counts and memory reflect the network actually trained.
+reference encoder block each (`models/encoder_block.py`: pre-norm sublayers and
+a final LayerNorm, xavier-uniform matrices; d_model 300, 6 heads, d_ff 300,
+dropout 0.1); head Linear(300, 300) -> Tanh -> Linear(300, C).  Each block has
+543,600 parameters.  The reference also registers an unused copy of every
+block (543,000 dead parameters each); that copy is left out here, so parameter
+counts and memory reflect the network actually trained.
 
 Payload between stages: (states (B, L, 300), mask (B, L)); attention ignores
 padded keys.  Local features: plain mean over tokens after the embedding, as
@@ -22,30 +23,12 @@ import torch
 from torch import nn
 
 from .embedding import TokenEmbedding
+from .encoder_block import EncoderBlockStage
 from .reducers import embedding_feature_reducer, masked_mean_tokens
 from .registry import register_model
 from .staged import StagedModel
 
 __all__ = ["EncoderBlockStage", "transformer"]
-
-
-class EncoderBlockStage(nn.Module):
-    """One pre-LN encoder layer over a (states, mask) payload."""
-
-    def __init__(self, d_model: int, num_heads: int, ff_dim: int, dropout: float) -> None:
-        super().__init__()
-        self.layer = nn.TransformerEncoderLayer(
-            d_model, num_heads, dim_feedforward=ff_dim, dropout=dropout, batch_first=True, norm_first=True
-        )
-
-    def forward(self, payload: tuple) -> tuple:
-        x, mask = payload[0], payload[1]
-        padding = ~mask
-        # A row with no real token would mask every key, and softmax over
-        # nothing is NaN; let such a row attend to its first position instead.
-        # (Its features are still zeros: masked_mean_tokens counts real tokens.)
-        padding[:, 0] &= mask.any(dim=1)
-        return self.layer(x, src_key_padding_mask=padding), mask
 
 
 @register_model
