@@ -115,3 +115,88 @@ def test_replica_shards_are_contiguous_and_cover_every_batch():
     parts = [shard(batches, r, 2) for r in range(2)]
     assert parts == [[0, 1], [2, 3, 4]]
     assert sum((shard(batches, r, 3) for r in range(3)), []) == batches
+
+
+# -- the profiled run in the ranks ------------------------------------------------------------------
+
+class _CrossEntropy(torch.nn.Module):
+    def forward(self, out, y):
+        return torch.nn.functional.cross_entropy(out, y)
+
+
+class _OwnStageLoop:
+    """A `ProfiledLoop` of the smallest kind: rank r trains its stage step r on its own batches, steps marked."""
+
+    def __init__(self, rank):
+        from methods.base import StageStep, make_optimizer
+
+        torch.manual_seed(rank)
+        config = MethodConfig(optimizer="sgd", lr=0.1)
+        self.step = StageStep(rank, torch.nn.Linear(8, 4), _CrossEntropy(), lambda p: make_optimizer(p, config))
+
+    def run(self, batches, steps, warmup_steps):
+        import time
+
+        from methods.rank_method import step_hooks
+
+        start, completions, losses = time.perf_counter(), [], []
+        for i, (x, y) in zip(range(steps), batches):
+            losses.append(float(self.step(x, y)[1]))
+            completions.append(time.perf_counter())
+            for hook in step_hooks():
+                hook(i)
+        return {"start_time": start, "completion_times": completions, "losses": losses}
+
+    def record(self, gathered, warmup_steps):
+        from bench.execution.record import RunRecord
+
+        completions = [max(ts) for ts in zip(*(g["completion_times"] for g in gathered))]
+        return RunRecord(start_time=min(g["start_time"] for g in gathered), completion_times=completions,
+                         losses=gathered[0]["losses"], warmup_steps=warmup_steps)
+
+    def state_dict(self):
+        return {"step": self.step.state_dict(), "optimizer": self.step.optimizer.state_dict()}
+
+    def load_state_dict(self, state):
+        self.step.load_state_dict(state["step"])
+        self.step.optimizer.load_state_dict(state["optimizer"])
+
+
+def _profile_job(rank, world, device, trace_dir):
+    from bench.grid.settings import ProfileSchedule
+    from bench.profiling.rank_profile import profile_in_rank
+
+    loop = _OwnStageLoop(rank)
+    g = torch.Generator().manual_seed(10 + rank)
+    batches = [(torch.randn(4, 8, generator=g), torch.randint(0, 4, (4,), generator=g)) for _ in range(4)]
+    loop.run(batches[:1], 1, 0)  # trained before: momentum buffers exist
+    before = {n: t.clone() for n, t in loop.state_dict()["step"].items()}
+    momentum = [s["momentum_buffer"].clone() for s in loop.step.optimizer.state.values()]
+    ctx = pipeline_context(rank, world, device, [1, 1])
+    plan = ProfileSchedule(wait=0, warmup=1, active=2)
+    result = profile_in_rank(loop, ctx, batches, len(batches), plan, trace_dir, "scpl", 4)
+    unchanged = (all(torch.equal(t, before[n]) for n, t in loop.state_dict()["step"].items())
+                 and all(torch.equal(s["momentum_buffer"], m) for s, m in zip(loop.step.optimizer.state.values(),
+                                                                              momentum)))
+    return result, unchanged
+
+
+@pytest.mark.slow
+def test_a_profiled_rank_run_writes_a_marked_trace_per_rank_and_leaves_the_rank_unchanged(tmp_path):
+    from bench.profiling.thread_names import thread_names_of
+    from bench.profiling.trace_events import find_trace_files, load_trace_dir
+
+    trace_dir = tmp_path / "traces" / "cell"
+    (rank0, same0), (rank1, same1) = run_ranks(_profile_job, resolve_devices(2, "cpu", threads_per_device=1),
+                                               (trace_dir,), timeout_s=120)
+    assert same0 and same1, "the profiled run changed a rank's parameters or optimizer state"
+    assert rank1 is None and rank0 is not None
+    files = find_trace_files(trace_dir)
+    assert sorted(f.name.split(".")[0] for f in files) == ["scpl-2dev-b4-rank0", "scpl-2dev-b4-rank1"]
+    trace = load_trace_dir(trace_dir)
+    assert [s.number for s in trace.steps] == [1, 2]  # the warm-up step 0 unrecorded, the active ones marked
+    assert {(e.stage, e.phase) for e in trace.phases} == {(k, p) for k in (0, 1) for p in ("FW", "LOSS", "BW", "UP")}
+    for rank, f in enumerate(sorted(files)):
+        assert f"rank{rank} (cpu)" in thread_names_of(f).values()
+    assert rank0.trace_dir == trace_dir and rank0.profiled_step_median_s > 0 and rank0.threads == 2
+    assert rank0.summary is not None and len(rank0.summary.stage_busy_s) == 2

@@ -12,12 +12,12 @@ threads), with the labels `stage{k}/forward|loss|backward|step` and
 `copy stage{j}->stage{k}`.  One trace per cell, written by
 `tensorboard_trace_handler` to `<results>/traces/<cell>/` as
 `<method>-<N>dev-b<batch>.<ns>.pt.trace.json` (TensorBoard lists that worker
-name beside the run); multi-process methods write one trace per rank there
-(`<method>-<N>dev-b<batch>-rank{r}.*.pt.trace.json`).  The ranks of DDP and
-gpipe_dist step their profiler from their loop (`after_each_step`), so their
-traces hold the same schedule and `ProfilerStep#N` marks as an in-process
-cell's; the process executor's ranks have no such hook and record their whole
-run, unmarked.  A trace without phase labels (a method that emits none) is
+name beside the run).  A distributed cell (DDP, gpipe_dist, decoupled stages
+with `executor: processes`) is profiled inside its ranks
+(bench/profiling/rank_profile.py), one trace per rank in that folder
+(`<method>-<N>dev-b<batch>-rank{r}.*.pt.trace.json`): every rank steps its
+profiler from its loop (`after_each_step`), so a rank's trace holds the same
+schedule and `ProfilerStep#N` marks as an in-process cell's.  A trace without phase labels (a method that emits none) is
 kept, but its fractions are left empty and a note says why
 (`ProfileResult.note`), rather than failing a cell that trained fine.  The thread rows of every trace
 are named after the threads that ran them (`stage-worker-0 (cpu-worker0)`,
@@ -49,7 +49,8 @@ from methods.base import Method
 from methods.rank_method import after_each_step
 
 __all__ = ["ProfileResult", "ProfileSchedule", "profile_cell", "profiler_slowdown", "trace_dir_name", "profiled_rank",
-           "profiled_rank_steps", "trace_lanes", "cell_trace_dir", "profile_columns", "trace_worker_name"]
+           "profiled_rank_steps", "trace_lanes", "cell_trace_dir", "profile_columns", "trace_worker_name",
+           "trace_names", "profile_result"]
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def profiled_rank_steps(rank: int, world: int, device: torch.device, inner: Call
     job's set-up (process group, model copy) stays out of the trace.
     """
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    before = {p.name for p in Path(trace_dir).iterdir()} if Path(trace_dir).is_dir() else set()
+    before = trace_names(Path(trace_dir))
     steps = None if plan is None else schedule(wait=plan.wait, warmup=plan.warmup, active=plan.active, repeat=1)
     with ThreadNameRecorder(f"rank{rank} ({device})") as recorder:
         with profile(activities=activities, experimental_config=_all_threads(), schedule=steps,
@@ -193,22 +194,36 @@ def profile_cell(method: Method, devices: DeviceSet, balance: Sequence[int], bat
     kind = choose_executor(method, devices.count, executor)
     in_ranks = kind in (Executor.RANKS, Executor.PROCESSES)
     trial = method if in_ranks else copy.deepcopy(method)  # ranks train pickled copies
-    before = {p.name for p in trace_dir.iterdir()}
+    before = trace_names(trace_dir)
     with ThreadNameRecorder("main (drives the run; ProfilerStep marks)") as recorder:
         record = _run_profiled(trial, devices, balance, batches, plan, trace_dir, queue_depth, timeout_s, executor)
     if not in_ranks:  # ranks name their own threads (profiled_rank)
         _name_new_traces(trace_dir, before, recorder.names, trace_dir.name)
-    new = [trace_dir / n for n in sorted({p.name for p in trace_dir.iterdir()} - before)]
+    return profile_result(method.name, trace_dir, before, record, plan, balance)
+
+
+def trace_names(trace_dir: Path) -> set[str]:
+    """The names in a trace folder now (what `profile_result` later tells new traces apart from)."""
+    return {p.name for p in Path(trace_dir).iterdir()} if Path(trace_dir).is_dir() else set()
+
+
+def profile_result(method: str, trace_dir: Path, before: set[str], record: RunRecord, plan: ProfileSchedule,
+                   balance: Sequence[int]) -> ProfileResult:
+    """What the row needs from a profiled run: its median active step, and the summary of the traces it wrote.
+
+    `before`: the folder's names before the run (`trace_names`), so a rerun's
+    older traces are not read; `record`: the profiled run's own record.
+    """
+    new = [trace_dir / n for n in sorted(trace_names(trace_dir) - before)]
     trace = load_trace_dir(trace_dir, files=[f for f in new if ".pt.trace.json" in f.name])
     median = _median_gap(record, plan.active_indices())
-    lanes = trace_lanes(method.name, balance)
     if not trace.phases:
-        note = (f"profiling: the trace of {method.name} has no phase labels (record_function "
+        note = (f"profiling: the trace of {method} has no phase labels (record_function "
                 "'stage{k}/forward|loss|backward|step' or '<method>/<phase>'), so it gives no busy time, "
                 f"bubble or overlap; the trace is kept in {trace_dir}")
         print(note, file=sys.stderr)  # the cell's log; the row keeps the trace and the profiled step time
         return ProfileResult(trace_dir, median, None, 0, note)
-    summary = summarize_trace(trace, lanes=lanes)
+    summary = summarize_trace(trace, lanes=trace_lanes(method, balance))
     return ProfileResult(trace_dir, median, summary, len(trace.threads))
 
 
