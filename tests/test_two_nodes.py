@@ -1,0 +1,94 @@
+"""Two "nodes" on this machine: a distributed cell started by two torchrun agents (`--nnodes 2
+--nproc-per-node 1`, c10d rendezvous on 127.0.0.1) stores the same row as the one-node local run.
+
+Each agent is a subprocess (`python -m torch.distributed.run`), as each node of a Slurm job
+starts one (bench/run/multinode.py); the second goes through `run_torchrun`, the node task's
+own call, which returns the row rank 0 stored. The cells: DDP, torch.distributed GPipe and
+SCPL with `executor: processes`, one epoch of a tiny training run each (gloo, CPU), so
+training, the in-rank evaluation and the curve are all compared, bit for bit.
+"""
+import math
+import subprocess
+
+import pytest
+
+from bench import REPO_ROOT
+from bench.grid import load_grid
+from bench.run.cell_process import cell_env
+from bench.run.multinode import run_torchrun, torchrun_command
+from bench.run.runner import run_grid
+from bench.store.curves import read_curves
+from bench.store.read import read_results
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (REPO_ROOT / "bench" / "run" / "rank_cell.py").exists(),
+                       reason="bench/run/rank_cell.py (the torchrun entry of a distributed cell) is not written yet"),
+]
+
+GRID = """
+name: two-nodes
+axes: {method: [ddp, gpipe_dist, scpl], model: [convnet], dataset: [cifar10@synthetic], batch_size: [8], devices: [2]}
+settings:
+  epochs: 1
+  max_train_items: 24
+  max_test_items: 16
+  eval_batch_size: 16
+  val_fraction: 0.25
+  balance: even
+  device_kind: cpu
+  threads_per_device: 1
+  executor: processes
+  count_train_memory: false
+  timeout_s: 120
+  method_options: {gpipe_dist: {chunks: 2}}
+"""
+# what must be equal: the training (losses), the evaluation in the ranks, and what the run recorded
+SAME = ["status", "final_train_loss", "test_acc", "val_acc", "eval_samples", "test_acc_curve", "val_acc_curve",
+        "steps_per_epoch", "train_items", "balance", "executor", "epochs", "params_effective"]
+CURVE_SAME = ["epoch", "train_loss", "stage_losses", "lr", "val_acc", "test_acc", "exit_acc"]
+
+
+@pytest.fixture(scope="module")
+def one_node(tmp_path_factory):
+    """The grid's cells run here as run_matrix.py runs them (a cell process spawning its ranks)."""
+    folder = tmp_path_factory.mktemp("one-node")
+    grid_file = folder / "two-nodes.yaml"
+    grid_file.write_text(GRID)
+    grid = load_grid(str(grid_file))
+    summary = run_grid(grid, folder / "results", progress=False)
+    assert summary.statuses == {"ok": len(grid.cells)}, summary.failure_text()
+    return grid_file, grid, folder / "results"
+
+
+def _checked(value):
+    return [float(v) for v in value] if hasattr(value, "__len__") and not isinstance(value, str) else value
+
+
+@pytest.mark.parametrize("method", ["ddp", "gpipe_dist", "scpl"])
+def test_two_torchrun_agents_store_the_one_node_row(method, one_node, tmp_path):
+    from bench.execution.ranks import free_port
+
+    grid_file, grid, local_results = one_node
+    cell = next(c for c in grid.cells if c.method == method)
+    results = tmp_path / "results"
+    command = torchrun_command(2, 1, f"127.0.0.1:{free_port()}", f"two-nodes-{method}", grid_file, cell.cell_id,
+                               results)
+    other = subprocess.Popen(command, cwd=REPO_ROOT, env=cell_env(cell), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        row = run_torchrun(command, cell, results)
+        _, err = other.communicate(timeout=120)
+    finally:
+        other.kill()
+    assert other.returncode == 0, err[-2000:]
+    assert row is not None and row.status == "ok", row and row.error
+    local = read_results(local_results).set_index("cell_id").loc[cell.cell_id]
+    stored = read_results(results).set_index("cell_id").loc[cell.cell_id]
+    for column in SAME:
+        assert _checked(stored[column]) == _checked(local[column]), column
+    assert stored["devices"] == 2 and len(stored["device_names"]) == 2 and math.isfinite(stored["epoch_time_s"])
+    local_curve, curve = (read_curves(folder).set_index("cell_id").loc[[cell.cell_id]] for folder in (local_results, results))
+    assert len(local_curve) == len(curve) == 1
+    for column in CURVE_SAME:
+        assert [_checked(v) for v in curve[column]] == [_checked(v) for v in local_curve[column]], column
