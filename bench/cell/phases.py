@@ -46,9 +46,11 @@ from bench.store.row import ResultRow
 from data.prepared import prepare_batches
 from methods.base import Method
 from models.build import build_model
+from models.registry import model_accepts
 
 if TYPE_CHECKING:
     from bench.profiling.profiler import ProfileResult
+    from data.text_layout import TextOptions
 
 __all__ = ["run_cell", "prepare_data", "build_method", "place", "train_or_sample", "evaluate", "profile", "judge_health",
            "CellData", "BuiltMethod", "PlacedMethod", "Trained", "TrainingResult", "SampledSteps", "Profiled"]
@@ -211,12 +213,13 @@ def prepare_data(cell: Cell, data_root: Optional[str]) -> CellData:
 
     s = cell.settings
     t0 = time.perf_counter()
-    observed = observe_dataset(cell.dataset, data_root, s.max_train_items, s.max_test_items)
+    text = text_options(cell)
+    observed = observe_dataset(cell.dataset, data_root, s.max_train_items, s.max_test_items, text, cell.seed)
     spec = observed.spec
     if observed.note:
         print(f"warning: {observed.note}", file=sys.stderr)
     split_args: dict[str, Any] = dict(root=data_root, seed=cell.seed, val_fraction=s.val_fraction, spec=spec,
-                                      max_train_items=s.max_train_items, max_test_items=s.max_test_items)
+                                      max_train_items=s.max_train_items, max_test_items=s.max_test_items, text=text)
     train_set = load_dataset(cell.dataset, split="train", augment=s.augment, noise_rate=s.noise_rate, **split_args)
     val_set = load_dataset(cell.dataset, split="val", **split_args) if s.val_fraction > 0 else None
     test_set = load_dataset(cell.dataset, split="test", **split_args)
@@ -237,11 +240,24 @@ def prepare_data(cell: Cell, data_root: Optional[str]) -> CellData:
     )
 
 
-def _glove_embedding(dataset: str, spec: Any, data_root: Optional[str], seed: int) -> tuple[torch.Tensor, float]:
+def text_options(cell: Cell) -> "TextOptions":
+    """The cell's text settings; a method that cannot take batches of varying width
+    (`Method.fixed_input_shape`: torch.distributed.pipelining) gets every batch max_len wide."""
+    from data.text_layout import TextOptions
+    from methods import method_class
+
+    s = cell.settings
+    padding = "max_len" if method_class(cell.method).fixed_input_shape else s.padding
+    return TextOptions(max_len=s.max_len, padding=padding, padding_side=s.padding_side,
+                       imdb_stop_words=s.imdb_stop_words)
+
+
+def _glove_embedding(cell: Cell, spec: Any, data_root: Optional[str]) -> tuple[torch.Tensor, float]:
     """GloVe rows aligned to the dataset's vocabulary (row i = word i), and the coverage."""
     from data import glove_path, load_glove, text_vocab
 
-    return load_glove(glove_path(data_root), text_vocab(dataset, data_root), rows=spec.vocab_size, seed=seed)
+    vocab = text_vocab(cell.dataset, data_root, text_options(cell))
+    return load_glove(glove_path(data_root), vocab, rows=spec.vocab_size, seed=cell.seed)
 
 
 def build_method(cell: Cell, data: CellData, data_root: Optional[str]) -> BuiltMethod:
@@ -252,7 +268,9 @@ def build_method(cell: Cell, data: CellData, data_root: Optional[str]) -> BuiltM
     model_kwargs = dict(s.model_kwargs)
     coverage = None
     if s.glove:
-        model_kwargs["embedding_weights"], coverage = _glove_embedding(cell.dataset, data.spec, data_root, cell.seed)
+        model_kwargs["embedding_weights"], coverage = _glove_embedding(cell, data.spec, data_root)
+    if data.spec.modality == "text" and model_accepts(cell.model, "embedding_feature"):
+        model_kwargs.setdefault("embedding_feature", s.embedding_feature)
     model = build_model(cell.model, data.spec, **model_kwargs)
     # what only the cell knows (DASCPL's batches per epoch, of the split actually trained on)
     options = method_class(cell.method).harness_options(s.options_for(cell.method),
