@@ -9,7 +9,9 @@ import pytest
 
 from bench.grid import load_grid
 from bench.run.cli import add_run_arguments, launcher_from_args, slurm_options_from_args
-from bench.run.launchers import LocalLauncher, SubmititLauncher
+from bench.run.job import run_cell_job
+from bench.run.launchers import LaunchContext, LocalLauncher, SubmititLauncher
+from bench.run.multinode import run_node_task
 from bench.run.runner import run_grid
 from bench.run.slurm import (
     DEFAULT_GPUS_PER_NODE,
@@ -161,3 +163,18 @@ def test_submitit_writes_the_multi_node_job_as_sbatch_asks(tmp_path, monkeypatch
                  "#SBATCH --cpus-per-task=16", "#SBATCH --time=30"):
         assert line in script.splitlines()
     assert "\nsrun " in script  # one task per node, each running the pickled node task
+
+
+def test_a_multi_node_cell_is_submitted_as_one_node_task_per_node(tmp_path):
+    """The job function and arguments: torchrun per node on a one-cell grid file that gives back the cell."""
+    cell = dataclasses.replace(_gpu_cell("ddp", 16), batch_size=32,
+                               settings=_gpu_cell().settings.replace(device_kind="auto"))
+    launcher = SubmititLauncher("slurm", SlurmOptions(gpus=True, gpus_per_node=8))
+    ctx = LaunchContext("big", tmp_path, "/data", False)
+    function, arguments = launcher._call(cell, 3, ctx)
+    assert function is run_node_task and arguments[2:] == (3, "/data", str(tmp_path.resolve()), 8)
+    assert arguments[0] == str(tmp_path.resolve() / "jobs" / "cells" / f"{cell.cell_id}.yaml")
+    assert [c.cell_id for c in load_grid(arguments[0]).cells] == [cell.cell_id]
+    one_node = dataclasses.replace(cell, devices=8)
+    assert launcher._call(one_node, 1, ctx)[0] is run_cell_job  # fits a node: the cell process spawns its ranks
+    assert SubmititLauncher("local")._call(cell, 1, ctx)[0] is run_cell_job  # submitit-local: one machine
