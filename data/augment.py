@@ -8,10 +8,17 @@ gather per batch costs far less than a Python loop over samples.
   reference (padding 4 at 32x32, 12 at STL-10's 96x96). Inputs are already
   normalised, so padding is 0 in normalised space: the dataset's mean colour,
   where the reference (crop before normalise) pads black. A negligible change.
-* "strong" (two views, SCPL's contrastive batches): view 2 = crop + flip +
-  ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8 + RandomGrayscale(0.2); the batch
-  doubles and labels are duplicated, so the other view is a positive through
-  its label. Jitter is applied in pixel space: the tensor is de-normalised with
+* "strong" (two views, SCPL's contrastive batches): `[weak(x), strong(x)]`, both
+  drawn independently from the same raw batch x, as the references'
+  `TwoCropTransform(weak_transform, strong_transform)` (DASCPL
+  `utils/vision.py:81,152-155`; SCPL `main.py:128`).  weak = the dataset's own
+  training augmentation (`augment: basic` is the references' weak transform,
+  crop + flip; `none` leaves view 1 raw); strong = crop + flip +
+  ColorJitter(0.4, 0.4, 0.4, 0.1) with p 0.8 + RandomGrayscale(0.2)
+  (`utils/vision.py:31-40`).  The batch doubles and labels are duplicated, so
+  the other view is a positive through its label; every method trains on the
+  2N samples (the references concatenate both views for BP too).
+  Jitter is applied in pixel space: the tensor is de-normalised with
   the given `mean`/`std`, jittered, clamped to [0, 1] (torchvision semantics)
   and re-normalised. Without `mean`/`std` it assumes pixel = 0.5 + 0.25 x and
   does not clamp (close to every constant in this package; never clips
@@ -26,7 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -137,17 +144,22 @@ def mask_tokens(tokens: torch.Tensor, rate: float, generator: Optional[torch.Gen
 def two_view_batch(x: torch.Tensor, y: torch.Tensor, modality: str, *,
                    mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                    generator: Optional[torch.Generator] = None,
-                   text_mask_rate: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
-    """The "strong" two-view batch: [x; strong(x)] and [y; y] (2N samples).
+                   text_mask_rate: float = 0.1,
+                   weak: Optional[Callable[[torch.Tensor, Any], torch.Tensor]] = None,
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The "strong" two-view batch of the *raw* batch x: [weak(x); strong(x)] and [y; y] (2N samples).
 
-    `mean`/`std` (e.g. `spec.mean`, `spec.std`) make the colour jitter exact;
-    `generator` defaults to torch's global generator, so `torch.manual_seed`
-    makes the views reproducible.
+    Both views are drawn from x itself, view 1 first, so view 2 is never a crop
+    of view 1 (`weak`: view 1's augmentation, e.g. the dataset's `BasicAugment`;
+    None keeps view 1 = x).  `mean`/`std` (e.g. `spec.mean`, `spec.std`) make
+    the colour jitter exact; `generator` defaults to torch's global generator,
+    so `torch.manual_seed` makes the views reproducible.
     """
+    first = weak(x, generator) if weak is not None else x
     if modality == "vision":
         second = strong_view(x, generator, mean, std)
     elif modality == "text":
         second = mask_tokens(x, text_mask_rate, generator)
     else:
         raise ValueError(f"unknown modality {modality!r}; choose 'vision' or 'text'")
-    return torch.cat([x, second]), torch.cat([y, y])
+    return torch.cat([first, second]), torch.cat([y, y])

@@ -15,6 +15,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from .augment import two_view_batch
 from .spec import DatasetSpec
 
 __all__ = ["BatchedDataset", "BatchTransform", "Indices"]
@@ -50,21 +51,31 @@ class BatchedDataset(Dataset):
     def __len__(self) -> int:
         return int(self.positions.shape[0])
 
-    def get_batch(self, indices: Indices, generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def get_batch(self, indices: Indices, generator: Optional[torch.Generator] = None,
+                  views: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """Items `indices` (positions in *this* split) as one batch `(x, y)`, y int64.
 
         `generator` draws the augmentation instead of this dataset's own stream: a
         training run seeds one per (epoch, batch), so the draws do not depend on
         worker count or on where a resumed run started (data/epochs.py).
+        `views=2`: the two-view batch `[transform(x); strong(x)]`, `[y; y]`, both
+        views from the raw items (`augment.two_view_batch`), as the references.
         """
+        if views not in (1, 2):
+            raise ValueError(f"views must be 1 or 2, got {views!r}")
         idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
         x, y = self._fetch(self.positions[idx])
         if self.label_offsets is not None:
             y = (y + self.label_offsets[idx]) % self.spec.num_classes
+        if generator is None and (self.transform is not None or views == 2):
+            self._reseed_in_worker()
+        draws = generator if generator is not None else self.generator
+        if views == 2:
+            vision = self.spec.modality == "vision"
+            return two_view_batch(x, y, self.spec.modality, generator=draws, weak=self.transform,
+                                  mean=self.spec.mean if vision else None, std=self.spec.std if vision else None)
         if self.transform is not None:
-            if generator is None:
-                self._reseed_in_worker()
-            x = self.transform(x, generator if generator is not None else self.generator)
+            x = self.transform(x, draws)
         return x, y
 
     def _reseed_in_worker(self) -> None:

@@ -61,8 +61,6 @@ class _EpochBatches(Dataset):
         return self.count
 
     def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from .augment import two_view_batch
-
         epoch, b = self.first + j // self.per_epoch, j % self.per_epoch
         if self._order[0] != epoch:
             self._order = (epoch, epoch_order(len(self.dataset), self.seed, epoch))
@@ -70,11 +68,8 @@ class _EpochBatches(Dataset):
         assert order is not None
         indices = order[b * self.batch_size:(b + 1) * self.batch_size]
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, _AUGMENT_STREAM) + b)
-        x, y = self.dataset.get_batch(indices, generator=generator)
-        if self.views == 2:
-            spec = self.dataset.spec
-            stats = {"mean": spec.mean, "std": spec.std} if spec.modality == "vision" else {}
-            x, y = two_view_batch(x, y, spec.modality, generator=generator, **stats)
+        # views 2: both views from the raw items (BatchedDataset.get_batch, augment.two_view_batch)
+        x, y = self.dataset.get_batch(indices, generator=generator, views=self.views)
         return x, y
 
 

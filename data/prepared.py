@@ -6,17 +6,23 @@ stream from a DataLoader instead.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 __all__ = ["fetch_batch", "prepare_batches"]
 
 
-def fetch_batch(dataset: Any, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Samples `indices` as one batch: the dataset's vectorised `get_batch` when it has one."""
+def fetch_batch(dataset: Any, indices: torch.Tensor, views: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples `indices` as one batch: the dataset's vectorised `get_batch` when it has one.
+
+    `views=2` is the two-view batch built from the raw items (`BatchedDataset.get_batch`).
+    """
     if hasattr(dataset, "get_batch"):
-        return dataset.get_batch(indices)
+        return dataset.get_batch(indices, views=views)
+    if views != 1:
+        raise ValueError("a dataset without get_batch has no raw items: build its two-view batch with "
+                         "data.augment.two_view_batch")
     items = [dataset[int(i)] for i in indices]
     return torch.stack([torch.as_tensor(it[0]) for it in items]), torch.as_tensor([int(it[1]) for it in items])
 
@@ -38,15 +44,14 @@ def prepare_batches(dataset: Any, batch_size: int, count: int, seed: int, views:
         if len(idx) < batch_size:  # wrap around the end of the epoch
             idx = torch.cat([idx, order[: batch_size - len(idx)]])
         index_batches.append(idx)
-    loaded: Iterator[tuple[torch.Tensor, torch.Tensor]]
+    # Datasets with `get_batch` build both views from their raw items; a plain
+    # Dataset's items are already augmented, so they become view 1.
+    raw_views = views if hasattr(dataset, "get_batch") else 1
     if workers > 0 and count > 0:
-        loaded = iter(batch_loader(dataset, index_batches, workers))
+        batches = list(batch_loader(dataset, index_batches, workers, views=raw_views))
     else:
-        loaded = (fetch_batch(dataset, idx) for idx in index_batches)
-    batches = []
-    for x, y in loaded:
-        if views == 2:
-            stats = {"mean": spec.mean, "std": spec.std} if spec is not None and modality == "vision" else {}
-            x, y = two_view_batch(x, y, modality, **stats)
-        batches.append((x, y))
+        batches = [fetch_batch(dataset, idx, raw_views) for idx in index_batches]
+    if views != raw_views:
+        stats = {"mean": spec.mean, "std": spec.std} if spec is not None and modality == "vision" else {}
+        batches = [two_view_batch(x, y, modality, **stats) for x, y in batches]
     return batches
