@@ -3,7 +3,7 @@
     spec = get_spec("cifar10@synthetic")
     ds = load_dataset("cifar10", split="train", root=None, seed=0, augment="basic")
     x, y = ds.get_batch(torch.arange(128))          # or ds[i], or a DataLoader
-    x2, y2 = two_view_batch(x, y, spec.modality)    # contrastive "strong" batch (2N)
+    x2, y2 = ds.get_batch(torch.arange(128), views=2)  # the two-view "strong" batch (2N) from raw items
 
 Files, URLs, normalisation and the synthetic naming are in docs/DATA.md.
 
