@@ -1,0 +1,113 @@
+"""Measure this machine's device-to-device hand-over and fit a link profile (latency + bytes / bandwidth).
+
+CPU: two spawned processes exchange tensors over gloo (what the harness's
+process executors use), ping-pong, one way = half the round trip.  CUDA with
+two or more GPUs: `Tensor.to` from GPU 0 to GPU 1 (peer copies, what a pipeline
+hand-over is), timed with CUDA events.  The fit is ordinary least squares of the
+median time against the message size over 1 KB..64 MB.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import time
+from typing import Sequence
+
+import torch
+
+from .links import Link
+
+__all__ = ["SIZES", "fit_link", "probe_link"]
+
+SIZES = tuple(2 ** p for p in range(10, 27, 2))  # 1 KB .. 64 MB
+
+
+def fit_link(sizes: Sequence[int], seconds: Sequence[float], name: str, source: str) -> Link:
+    """Least squares of seconds = latency + bytes / bandwidth (latency clipped at 0)."""
+    n = len(sizes)
+    mx, my = sum(sizes) / n, sum(seconds) / n
+    sxx = sum((x - mx) ** 2 for x in sizes)
+    slope = sum((x - mx) * (y - my) for x, y in zip(sizes, seconds)) / sxx if sxx else 0.0
+    slope = max(slope, 1e-15)
+    latency = max(0.0, my - slope * mx)
+    return Link(name, latency, 1.0 / slope, source)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _gloo_rank(rank: int, port: int, sizes: Sequence[int], repeats: int, out) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    times = []
+    for size in sizes:
+        buf = torch.zeros(size // 4, dtype=torch.float32)
+        rounds = []
+        for i in range(repeats + 1):
+            dist.barrier()
+            start = time.perf_counter()
+            if rank == 0:
+                dist.send(buf, 1)
+                dist.recv(buf, 1)
+            else:
+                dist.recv(buf, 0)
+                dist.send(buf, 0)
+            if i:
+                rounds.append((time.perf_counter() - start) / 2)
+        times.append(statistics.median(rounds))
+    if rank == 0:
+        out.put(times)
+    dist.destroy_process_group()
+
+
+def _gloo_times(sizes: Sequence[int], repeats: int) -> list[float]:
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_gloo_rank, args=(r, port, sizes, repeats, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    times = out.get(timeout=300)
+    for p in procs:
+        p.join(timeout=60)
+    return times
+
+
+def _cuda_times(sizes: Sequence[int], repeats: int) -> list[float]:
+    times = []
+    for size in sizes:
+        src = torch.zeros(size // 4, dtype=torch.float32, device="cuda:0")
+        rounds = []
+        for i in range(repeats + 1):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            src.to("cuda:1")
+            end.record()
+            torch.cuda.synchronize("cuda:0")
+            torch.cuda.synchronize("cuda:1")
+            if i:
+                rounds.append(start.elapsed_time(end) / 1000.0)
+        times.append(statistics.median(rounds))
+    return times
+
+
+def probe_link(sizes: Sequence[int] = SIZES, repeats: int = 5) -> Link:
+    """This machine's hand-over, fitted (CUDA peer copies with 2+ GPUs, else gloo between 2 processes)."""
+    host = socket.gethostname()
+    if torch.cuda.is_available() and torch.cuda.device_count() >= 2:
+        times = _cuda_times(sizes, repeats)
+        return fit_link(sizes, times, f"probed-cuda-{host}",
+                        f"python -m bench.predict --probe: cuda:0 -> cuda:1 copies on {host}, {time.strftime('%Y-%m-%d')}")
+    times = _gloo_times(sizes, repeats)
+    return fit_link(sizes, times, f"probed-gloo-{host}",
+                    f"python -m bench.predict --probe: gloo send/recv between 2 processes on {host}, "
+                    f"{time.strftime('%Y-%m-%d')}")
