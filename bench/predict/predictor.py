@@ -24,7 +24,8 @@ from .model_facts import model_facts
 from .outcome import Outcome, run_schedule
 from .schedules import Plan, build_schedule
 
-__all__ = ["Prediction", "PredictError", "predict_grid", "predict_cell", "contiguous_splits", "best_balances", "OWN_COSTS"]
+__all__ = ["Prediction", "PredictError", "predict_grid", "predict_cell", "contiguous_splits", "best_balances",
+           "bp_like_method", "curve_for", "OWN_COSTS"]
 
 OWN_COSTS = ("naive", "decoupled", "decoupled_microbatch")  # schedules whose one-device run is the stage work
 MAX_SPLITS = 64  # contiguous splits tried per method and device count before falling back to balanced ones
@@ -65,12 +66,20 @@ def _method_class(name: str):
     return method_class(name)
 
 
-def _bp_like(methods: Iterable[str], settings_of: dict[str, dict]) -> Optional[str]:
+def bp_like_method(methods: Iterable[str], settings_of: dict[str, dict]) -> Optional[str]:
+    """The method whose one-device cells cost BP-gradient methods: `bp_gradient` with the naive schedule."""
     for name in methods:
         cls = _method_class(name)
         if cls.bp_gradient and cls.schedule_for(options_of(name, settings_of.get(name, {}))) == "naive":
             return name
     return None
+
+
+def curve_for(method: str, schedule: str, network: Network, curves: dict[tuple[str, Network], CostCurve],
+              bp: Optional[str]) -> Optional[CostCurve]:
+    """The costs `method` is simulated with (see the module docstring), None when the folder has none."""
+    source = method if schedule in OWN_COSTS else bp
+    return curves.get((source, network)) if source else None
 
 
 def predict_cell(method: str, curve: CostCurve, network: Network, batch: int, devices: int,
@@ -111,7 +120,7 @@ def _balances(schedule: str, curve: CostCurve, batch: int, devices: int, choice:
         from models.partition import even_balance
 
         return [tuple(even_balance(stages, devices))]
-    splits = contiguous_splits(stages, devices)
+    splits: list[Optional[tuple[int, ...]]] = list(contiguous_splits(stages, devices))
     return splits if len(splits) <= MAX_SPLITS else [balanced]
 
 
@@ -126,15 +135,14 @@ def predict_grid(frame: pd.DataFrame, results_dir: Path, devices: Sequence[int],
     cells = all_cells(frame) or ones
     settings_of = {c.method: c.settings for c in cells}
     kind_of = {c.method: c.device_kind for c in cells}
-    bp = _bp_like(sorted({c.method for c in ones}), settings_of)
+    bp = bp_like_method(sorted({c.method for c in ones}), settings_of)
     measured_bp = {(c.network, c.batch): c.step_s for c in ones if c.method == bp}
     combos = sorted({(c.method, c.network, c.batch) for c in cells}, key=lambda t: (t[0], t[1].model, t[2]))
     out: list[Prediction] = []
     for method, network, batch in combos:
         cls = _method_class(method)
         schedule = cls.schedule_for(options_of(method, settings_of[method]))
-        source = method if schedule in OWN_COSTS else bp
-        curve = curves.get((source, network)) if source else None
+        curve = curve_for(method, schedule, network, curves, bp)
         if curve is None:
             continue
         for n in devices:

@@ -196,6 +196,19 @@ def _write_all_figures(results_dir: Path, frame: pd.DataFrame, curves: pd.DataFr
     return figures, log
 
 
+def _predicted_section(results_dir: Path, frame: pd.DataFrame, sections: list, log: FigureLog) -> list[Path]:
+    """bench.predict beside what was measured (bench/report/predicted.py); a failure is logged, never raised."""
+    from bench.report.predicted import predicted_vs_measured
+
+    def draw() -> list[Path]:
+        text, drawn = predicted_vs_measured(results_dir, frame, _plots_dir(results_dir), log)
+        if text:
+            sections.append(("Predicted vs measured", text))
+        return drawn
+
+    return log.attempt("predicted vs measured", draw)
+
+
 @dataclass(frozen=True)
 class WrittenReport:
     """What `write_report_files` wrote: every table as markdown, and the short summary a run ends with."""
@@ -293,6 +306,7 @@ def write_report_files(results_dir: Path) -> WrittenReport:
         out.append(f"{len(failed)} cell(s) did not finish: " + "; ".join(
             f"{r.method}/{r.model}/b{r.batch_size}/d{r.devices}: {r.status}" for r in failed.itertuples()))
     figures, log = _write_all_figures(results_dir, frame, curves, tta)
+    figures += _predicted_section(results_dir, frame, sections, log)
     if figures:
         out.append(f"{len(figures)} figure file(s) in {_plots_dir(results_dir)} (docs/PROFILING.md)")
     if log.failures:
