@@ -24,6 +24,7 @@ from bench import REPO_ROOT
 from bench.benchmark.dry_run_speed import dry_run_entry
 from bench.benchmark.executors import CONFIGS as EXECUTOR_CONFIGS
 from bench.benchmark.executors import executor_ratios
+from bench.benchmark.predict_accuracy import predict_entry
 from bench.benchmark.training import training_entries
 from bench.execution.threads import available_cores, thread_env
 from bench.grid import Cell, CellSettings
@@ -186,6 +187,7 @@ def main() -> int:
     entries = ratios(measure())
     entries += training_entries(ROUNDS)
     entries.append(dry_run_entry())
+    entries.append(predict_entry())  # bench.predict vs the predict_check grid's two-device cells
     path = REPO_ROOT / "results" / "bench" / "bench.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     facts = machine_facts()
