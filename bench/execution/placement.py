@@ -77,7 +77,7 @@ def measure_layer_costs(model, batches: Sequence, repeats: int = 3) -> list[floa
 
 
 def choose_balance(method: Method, num_devices: int, batches: Sequence, balance="auto") -> tuple[list[int], list[float] | None]:
-    """Resolve the grid's `balance` setting: a list, "even", or "auto" (by measured time)."""
+    """Resolve the grid's `balance` setting: a list, "even", "auto" (by measured time) or "predicted"."""
     num_stages = method.model.num_stages
     validate_split(num_stages, num_devices)
     if isinstance(balance, (list, tuple)):
@@ -97,4 +97,9 @@ def choose_balance(method: Method, num_devices: int, batches: Sequence, balance=
         costs = measure_stage_costs(method, sample)
     else:
         costs = measure_layer_costs(method.model, sample)
+    if balance == "predicted":  # the split bench.predict's simulator finds fastest for this method's schedule
+        from bench.predict.balance import predicted_balance
+
+        kind = next(method.model.parameters()).device.type
+        return predicted_balance(method, num_devices, costs, len(sample[0][1]), kind), costs
     return contiguous_balance(costs, num_devices), costs

@@ -135,8 +135,9 @@ class CellSettings(BaseModel):
     imdb_stop_words: Literal["keep", "drop"] = Field(
         "keep", description="IMDB: keep English stop words (the reference's pandas quirk) or drop them as for the other datasets")
     # -- placement and execution ----------------------------------------------------------
-    balance: Union[Literal["auto", "even"], list[int]] = Field(
-        "auto", description="stages per device: auto (by measured stage time), even, or a list")
+    balance: Union[Literal["auto", "even", "predicted"], list[int]] = Field(
+        "auto", description="stages per device: auto (by measured stage time), even, predicted (the split "
+                            "bench.predict's simulator finds fastest for the method's schedule), or a list")
     device_kind: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when present, else CPU workers")
     # intra-op threads of each device's worker; null = the cores divided by the grid's largest
     # device count (at least 1), so a "device" is the same resource in every cell of a grid
@@ -226,7 +227,7 @@ def settings_problems(mapping: Any, prefix: str = "settings") -> tuple[Optional[
             lines.append(f"{prefix}: valid settings are {', '.join(CellSettings.model_fields)}")
         if "balance" in mapping and not isinstance(mapping["balance"], str) and not _list_ints_positive(mapping["balance"]):
             lines = [line for line in lines if not line.startswith(f"{prefix}.balance")]
-            lines.append(f"{prefix}.balance: {mapping['balance']!r}: use 'auto', 'even' or a list of "
+            lines.append(f"{prefix}.balance: {mapping['balance']!r}: use 'auto', 'even', 'predicted' or a list of "
                          "positive stage counts per device")
         return None, lines
 

@@ -20,7 +20,7 @@ from models.partition import contiguous_balance
 from .costs import CostCurve
 from .inputs import Network, all_cells, cost_curves, one_device_cells, options_of
 from .links import Link
-from .model_facts import model_facts
+from .model_facts import ModelFacts, model_facts
 from .outcome import Outcome, run_schedule
 from .schedules import Plan, build_schedule
 
@@ -82,14 +82,21 @@ def curve_for(method: str, schedule: str, network: Network, curves: dict[tuple[s
     return curves.get((source, network)) if source else None
 
 
-def predict_cell(method: str, curve: CostCurve, network: Network, batch: int, devices: int,
-                 balance: Optional[Sequence[int]], link: Link, settings: dict, device_kind: str) -> Outcome:
-    """Simulate `method` on `devices` with `balance` (None: data parallel) for one batch size."""
+def predict_cell(method: str, curve: CostCurve, network: Optional[Network], batch: int, devices: int,
+                 balance: Optional[Sequence[int]], link: Link, settings: dict, device_kind: str,
+                 facts: Optional[ModelFacts] = None) -> Outcome:
+    """Simulate `method` on `devices` with `balance` (None: data parallel) for one batch size.
+
+    `facts`: the network's sizes when they are known otherwise (a live model); else from `network`.
+    """
     cls = _method_class(method)
     options = options_of(method, settings)
     schedule = cls.schedule_for(options)
     validated = cls.Options.model_validate(options)
-    facts = model_facts(network.model, network.dataset, network.kwargs_json)
+    if facts is None:
+        if network is None:
+            raise ValueError("predict_cell needs the network or its facts")
+        facts = model_facts(network.model, network.dataset, network.kwargs_json)
     stages = curve.num_stages
     plan = Plan(
         costs=curve, batch=batch, balance=tuple(balance) if balance else (stages,), link=link,
