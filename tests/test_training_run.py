@@ -163,9 +163,12 @@ def test_accuracy_grid_has_the_papers_settings():
         s = c.settings
         assert (s.epochs, s.lr, s.lr_schedule, s.lr_min) == (200, 1e-3, "cosine", 1e-5)
         contrastive = c.method in ("scpl", "dascpl")
-        assert (c.batch_size, s.views) == ((1024, 2) if contrastive else (128, 1))
+        # every method on the references' two-view batch (SCPL config.ini:4,6; DASCPL train_vision.py:42-44)
+        assert (c.batch_size, s.views, s.augment) == ((1024 if contrastive else 128), 2, "basic")
+    assert all(c.settings.val_fraction == 0.0 for c in grid.cells)  # the whole training split, as the references
     assert {c.dataset for c in vision if c.model == "convnet"} == {"cifar10", "cifar100"}
     for c in text:
         s = c.settings
         assert (s.epochs, s.lr, s.lr_schedule, s.glove, c.batch_size) == (50, 1e-3, "constant", True, 128)
+        assert s.views == 1  # the references do not augment text
     assert {c.method for c in text} == {"bp", "early_exit", "al", "scpl", "dascpl"}
