@@ -24,11 +24,16 @@ SIZES = tuple(2 ** p for p in range(10, 27, 2))  # 1 KB .. 64 MB
 
 
 def fit_link(sizes: Sequence[int], seconds: Sequence[float], name: str, source: str) -> Link:
-    """Least squares of seconds = latency + bytes / bandwidth (latency clipped at 0)."""
-    n = len(sizes)
-    mx, my = sum(sizes) / n, sum(seconds) / n
-    sxx = sum((x - mx) ** 2 for x in sizes)
-    slope = sum((x - mx) * (y - my) for x, y in zip(sizes, seconds)) / sxx if sxx else 0.0
+    """Least squares of seconds = latency + bytes / bandwidth, relative errors (weights 1 / seconds^2).
+
+    Relative, so the 1 KB messages (latency) count as much as the 64 MB ones (bandwidth).
+    """
+    w = [1.0 / max(y, 1e-12) ** 2 for y in seconds]
+    sw = sum(w)
+    mx = sum(wi * x for wi, x in zip(w, sizes)) / sw
+    my = sum(wi * y for wi, y in zip(w, seconds)) / sw
+    sxx = sum(wi * (x - mx) ** 2 for wi, x in zip(w, sizes))
+    slope = sum(wi * (x - mx) * (y - my) for wi, x, y in zip(w, sizes, seconds)) / sxx if sxx else 0.0
     slope = max(slope, 1e-15)
     latency = max(0.0, my - slope * mx)
     return Link(name, latency, 1.0 / slope, source)
