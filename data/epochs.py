@@ -47,8 +47,10 @@ def batches_per_epoch(count: int, batch_size: int) -> int:
 class _EpochBatches(Dataset):
     """Item j = batch j % B of epoch first + j // B (B = batches per epoch)."""
 
-    def __init__(self, dataset: Any, batch_size: int, seed: int, views: int, first: int, last: int) -> None:
+    def __init__(self, dataset: Any, batch_size: int, seed: int, views: int, first: int, last: int,
+                 shard: Optional[tuple[int, int]] = None) -> None:
         self.dataset = dataset
+        self.shard = shard
         self.batch_size = batch_size
         self.seed = seed
         self.views = views
@@ -67,10 +69,28 @@ class _EpochBatches(Dataset):
         order = self._order[1]
         assert order is not None
         indices = order[b * self.batch_size:(b + 1) * self.batch_size]
+        # Augmentation draws come from one generator per batch, in item order, so a
+        # shard of an augmented batch is cut from the whole batch (each item gets
+        # what it gets in the unsharded batch); a text batch is as wide as its
+        # longest text (data/text_layout.py), so a shard is cut from the whole
+        # batch to keep that width; otherwise only the shard's items are read.
+        whole = (self.shard is None or self.views != 1 or getattr(self.dataset, "transform", None) is not None
+                 or self.dataset.spec.modality == "text")
+        if not whole:
+            indices = _slice(indices, self.shard)
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, _AUGMENT_STREAM) + b)
         # views 2: both views from the raw items (BatchedDataset.get_batch, augment.two_view_batch)
         x, y = self.dataset.get_batch(indices, generator=generator, views=self.views)
+        if whole and self.shard is not None:
+            x, y = _slice(x, self.shard), _slice(y, self.shard)
         return x, y
+
+
+def _slice(batch: torch.Tensor, shard: Optional[tuple[int, int]]) -> torch.Tensor:
+    """Rank r of w's contiguous part of a global batch: `batch.chunk(w)[r]` (DDP's shard of it)."""
+    assert shard is not None
+    rank, world = shard
+    return batch.chunk(world)[rank]
 
 
 class EpochStream:
@@ -79,15 +99,18 @@ class EpochStream:
     Call `epoch(e)` for e = first, first + 1, ... in order; each yields that
     epoch's batches.  Workers (`workers` > 0) prefetch `prefetch_factor` batches
     each, across epoch boundaries; `pin_memory` (default: CUDA is available)
-    makes host-to-GPU copies asynchronous.
+    makes host-to-GPU copies asynchronous.  `shard=(r, w)`: only rank r of w's
+    contiguous slice of every batch (`x.chunk(w)[r]`), the same items and
+    augmentation that slice has in the whole batch (a data-parallel rank's share).
     """
 
     def __init__(self, dataset: Any, batch_size: int, seed: int, views: int, first: int, last: int,
-                 workers: int = 0, pin_memory: Optional[bool] = None, prefetch_factor: int = 2) -> None:
+                 workers: int = 0, pin_memory: Optional[bool] = None, prefetch_factor: int = 2,
+                 shard: Optional[tuple[int, int]] = None) -> None:
         if batches_per_epoch(len(dataset), batch_size) == 0:
             raise ValueError(f"{len(dataset)} training items make no batch of {batch_size}: "
                              "use a smaller batch_size or more training items")
-        self.items = _EpochBatches(dataset, batch_size, seed, views, first, last)
+        self.items = _EpochBatches(dataset, batch_size, seed, views, first, last, shard)
         pin = torch.cuda.is_available() if pin_memory is None else pin_memory
         extra: dict[str, Any] = {"prefetch_factor": prefetch_factor} if workers > 0 else {}
         self.loader = DataLoader(self.items, batch_size=None, shuffle=False, num_workers=workers,

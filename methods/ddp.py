@@ -2,8 +2,10 @@
 
 The rival the papers leave out: on equal cores it uses the same resources as
 model parallelism.  The global batch is the grid's batch size, split evenly
-over the ranks; DDP averages gradients, so the update equals BP's on the whole
-batch (batch norm statistics are per rank, as in any DDP run).
+over the ranks; each rank reads its own contiguous slice of every global batch
+(`shard`), and DDP averages gradients, so the update equals BP's on the whole
+batch (batch norm statistics are per rank, as in any DDP run).  One
+DistributedDataParallel and one optimizer per rank live for the whole cell.
 
 Profiler labels: `ddp/forward|loss|backward|step`, naming no stage (a replica
 is the whole network); in a rank's trace such a label is drawn on the rank's
@@ -11,43 +13,57 @@ row (bench/profiling/trace_events.py), the gradient all-reduce inside `backward`
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Optional
+
+import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import record_function
 
-from .base import MethodConfig, make_optimizer
-from .rank_method import RankMethod, load_optimizer_state, optimizer_state_by_name, timed_loop
+from .base import make_optimizer
+from .rank_method import RankMethod
 from .registry import register_method
 
-__all__ = ["DDP", "ddp_rank"]
+if TYPE_CHECKING:
+    from bench.execution.rank_context import RankContext
+
+__all__ = ["DDP", "DDPTrainer"]
 
 
-def ddp_rank(rank, world, device, model, batches, config: MethodConfig, optimizer_state=None):
-    model = model.to(device)
-    replica = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    optimizer = make_optimizer(replica.parameters(), config)
-    load_optimizer_state(optimizer, dict(model.named_parameters()), optimizer_state or {})
-    # each rank's contiguous slice of every global batch, cut ahead of timing
-    shards = [(x.chunk(world)[rank], y.chunk(world)[rank]) for x, y in batches]
+class DDPTrainer:
+    """One replica: the whole model on this rank's device, its optimizer, its slice of each batch."""
 
-    def step(i, x, y):
-        optimizer.zero_grad(set_to_none=True)
+    reads_data = True
+
+    def __init__(self, method: "DDP", ctx: "RankContext") -> None:
+        self.device = ctx.device
+        self.model = method.model.to(ctx.device)
+        self.replica = DistributedDataParallel(self.model,
+                                               device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
+        self.optimizer = make_optimizer(self.replica.parameters(), method.config)
+        self.shard: Optional[tuple[int, int]] = (ctx.rank, ctx.world)
+
+    def step(self, x, y) -> float:
+        self.optimizer.zero_grad(set_to_none=True)
         with record_function("ddp/forward"):
-            out = replica(x.to(device))
+            out = self.replica(x.to(self.device))
         with record_function("ddp/loss"):
-            loss = F.cross_entropy(out, y.to(device))
+            loss = F.cross_entropy(out, y.to(self.device))
         with record_function("ddp/backward"):
             loss.backward()  # the all-reduce of the gradients overlaps it (DDP's buckets)
         with record_function("ddp/step"):
-            optimizer.step()
+            self.optimizer.step()
         return float(loss.detach())
 
-    result = timed_loop(shards, device, step)
-    result["state"] = {n: t.detach().cpu() for n, t in model.state_dict().items()} if rank == 0 else {}
-    result["grads"] = {n: p.grad.detach().cpu() for n, p in model.named_parameters() if p.grad is not None}
-    # every rank holds the same moments after the all-reduced steps: rank 0's go back
-    result["optimizer_state"] = optimizer_state_by_name(optimizer, dict(model.named_parameters())) if rank == 0 else {}
-    return result
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.optimizer]
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
 
 @register_method("ddp")
@@ -58,6 +74,7 @@ class DDP(RankMethod):
     report_order = 10
     colour = "tab:purple"
     bp_gradient = True
+    replica = True
 
     @classmethod
     def incompatibility(cls, *, model, batch_size, devices, options):
@@ -65,5 +82,5 @@ class DDP(RankMethod):
             return f"batch_size {batch_size} must split evenly over {devices} data-parallel ranks"
         return None
 
-    def rank_job(self, batches, balance, warmup_steps):
-        return ddp_rank, (self.model, batches, self.rank_config(), self.optimizer_state())
+    def make_rank_trainer(self, ctx: "RankContext") -> DDPTrainer:
+        return DDPTrainer(self, ctx)

@@ -1,5 +1,6 @@
 """GPipe and 1F1B with torch.distributed.pipelining: one process per device.
 
+One `PipelineStage` and schedule per rank live for the whole cell.
 This backend gives real concurrency on CPU (torchgpipe runs every CPU "device"
 on one thread) and is the path to several machines.  BP's network as an
 `nn.Sequential` is cut by the balance (stages per device, the head with the
@@ -19,19 +20,22 @@ Options: chunks (default 4), schedule "gpipe" | "1f1b".
 """
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch.profiler import record_function
 
-from .base import MethodConfig, MethodOptions, make_optimizer
-from .rank_method import RankMethod, load_optimizer_state, optimizer_state_by_name, timed_loop
+from .base import MethodOptions, make_optimizer
+from .rank_method import RankMethod
 from .registry import register_method
 from .sequential_net import PipelineSequential, as_pipeline
 
-__all__ = ["GPipeDistributed", "pipeline_rank"]
+if TYPE_CHECKING:
+    from bench.execution.rank_context import RankContext
+
+__all__ = ["GPipeDistributed", "PipelineTrainer"]
 
 
 class ContiguousGrad(torch.autograd.Function):
@@ -67,45 +71,83 @@ def _rank_layers(balance: Sequence[int], rank: int, num_stages: int) -> list[int
     return layers
 
 
-def pipeline_rank(rank, world, device, model, balance, batches, config: MethodConfig, chunks: int, schedule: str,
-                  optimizer_state=None):
-    from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+class PipelineTrainer:
+    """One rank's layers as a `PipelineStage` under one GPipe/1F1B schedule, built once per cell.
 
-    seq = as_pipeline(model)
-    layers = _rank_layers(balance, rank, model.num_stages)
-    part = RankPart(*[seq[i] for i in layers]).to(device)
-    stage = PipelineStage(part, stage_index=rank, num_stages=world, device=device)
-    schedule_cls = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}[schedule]
-    runner = schedule_cls(stage, n_microbatches=chunks, loss_fn=F.cross_entropy)
-    optimizer = make_optimizer(part.parameters(), config)
-    last = rank == world - 1
-    owned = tuple(f"stages.{k}." for k in layers if k < model.num_stages) + (("head.",) if last else ())
-    load_optimizer_state(
-        optimizer, {n: p for n, p in model.named_parameters() if n.startswith(owned)}, optimizer_state or {}
-    )
+    Rank 0 reads the batches (inputs and labels); each batch's labels go from
+    rank 0 to the last rank, which computes the loss, by a point-to-point send
+    (a size, then the labels): one code path for any dataset, and no second,
+    label-only data stream to keep in step with rank 0's.
+    """
 
-    def step(i, x, y):
-        optimizer.zero_grad(set_to_none=True)
+    shard: Optional[tuple[int, int]] = None
+
+    def __init__(self, method: "GPipeDistributed", ctx: "RankContext") -> None:
+        from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+
+        model = method.model
+        self.device, self.rank, self.world = ctx.device, ctx.rank, ctx.world
+        self.first, self.last = ctx.first, ctx.last
+        self.reads_data = ctx.first
+        seq = as_pipeline(model)
+        layers = _rank_layers(ctx_balance(ctx), ctx.rank, model.num_stages)
+        self.part = RankPart(*[seq[i] for i in layers]).to(ctx.device)
+        stage = PipelineStage(self.part, stage_index=ctx.rank, num_stages=ctx.world, device=ctx.device)
+        schedule_cls = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}[method.options.schedule]
+        self.runner = schedule_cls(stage, n_microbatches=method.options.chunks, loss_fn=F.cross_entropy)
+        self.optimizer = make_optimizer(self.part.parameters(), method.config)
+
+    def _labels(self, y: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """The batch's labels where the loss is computed: sent from rank 0 to the last rank."""
+        import torch.distributed as dist
+
+        if self.world == 1:
+            return y
+        if self.first:
+            assert y is not None, "rank 0 reads every batch"
+            labels = y.to(self.device)
+            dist.send(torch.tensor([len(labels)], dtype=torch.int64, device=self.device), self.world - 1)
+            dist.send(labels, self.world - 1)
+            return None
+        if self.last:
+            size = torch.empty(1, dtype=torch.int64, device=self.device)
+            dist.recv(size, 0)
+            labels = torch.empty(int(size.item()), dtype=torch.int64, device=self.device)
+            dist.recv(labels, 0)
+            return labels
+        return None
+
+    def step(self, x, y) -> Optional[float]:
+        labels = self._labels(y)
+        self.optimizer.zero_grad(set_to_none=True)
         losses: list = []
-        if world == 1:
-            runner.step(x.to(device), target=y.to(device), losses=losses)
-        elif rank == 0:
-            runner.step(x.to(device))
-        elif last:
-            runner.step(target=y.to(device), losses=losses)
+        if self.world == 1:
+            assert labels is not None
+            self.runner.step(x.to(self.device), target=labels.to(self.device), losses=losses)
+        elif self.first:
+            self.runner.step(x.to(self.device))
+        elif self.last:
+            self.runner.step(target=labels, losses=losses)
         else:
-            runner.step()
+            self.runner.step()
         with record_function("gpipe_dist/step"):  # the schedule labels forward and backward itself
-            optimizer.step()
+            self.optimizer.step()
         return float(torch.stack(losses).detach().mean()) if losses else None
 
-    result = timed_loop(batches, device, step)
-    result["state"] = {n: t.detach().cpu() for n, t in model.state_dict().items() if n.startswith(owned)}
-    result["grads"] = {n: p.grad.detach().cpu() for n, p in model.named_parameters()
-                       if n.startswith(owned) and p.grad is not None}
-    result["optimizer_state"] = optimizer_state_by_name(
-        optimizer, {n: p for n, p in model.named_parameters() if n.startswith(owned)})
-    return result
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.optimizer]
+
+    def state_dict(self) -> dict:
+        return {"part": self.part.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.part.load_state_dict(state["part"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def ctx_balance(ctx: "RankContext") -> list[int]:
+    """Stages per rank, from the context's groups."""
+    return [len(group) for group in ctx.groups]
 
 
 class GPipeDistOptions(MethodOptions):
@@ -136,7 +178,5 @@ class GPipeDistributed(RankMethod):
     def schedule_for(cls, options: dict) -> str:
         return cls.Options.model_validate(options).schedule  # "gpipe" | "1f1b"
 
-    def rank_job(self, batches, balance, warmup_steps):
-        return pipeline_rank, (self.model, list(balance), batches, self.rank_config(), self.options.chunks,
-                               self.options.schedule,
-                               self.optimizer_state())
+    def make_rank_trainer(self, ctx: "RankContext") -> PipelineTrainer:
+        return PipelineTrainer(self, ctx)

@@ -129,25 +129,25 @@ def test_finished_runs_remove_their_checkpoint_and_timeouts_are_per_epoch(tmp_pa
 
 @pytest.mark.slow
 def test_rank_method_training_run_checkpoints_its_optimizer_and_resumes(tmp_path):
-    """DDP trains in rank processes, one job per epoch: its Adam state comes back and is checkpointed."""
+    """DDP trains in its rank, which writes its own shard (Adam state too) and a manifest; a rerun resumes."""
     import torch
 
-    from bench.cell.checkpoint import load_checkpoint
-    from data import get_spec
-    from methods import MethodConfig, create_method
-    from models.build import build_model
+    from bench.cell.checkpoint import RankCheckpoints
 
     settings = {**SETTINGS, "epochs": 1, "views": 1, "augment": "none", "lr_schedule": "constant"}
     cell = Cell(grid="t", method="ddp", model="convnet", dataset="cifar10@synthetic", batch_size=8, devices=1,
                 trial=0, settings=CellSettings(**settings))
     row = run_cell(cell, None, tmp_path / "r")
     assert row.status == "ok", row.error
-    fresh = create_method("ddp", build_model("convnet", get_spec("cifar10@synthetic")), MethodConfig())
-    run = load_checkpoint(checkpoint_path(tmp_path / "r", cell.cell_id), fresh, [])
-    assert run is not None and run.epoch == 1
-    steps = {int(s["step"]) for s in fresh.optimizer_state().values()}
-    assert steps == {row.steps_per_epoch}  # one Adam step per batch of the epoch, restored into a new method
-    assert all(torch.isfinite(p).all() for p in fresh.model.parameters())
+    store = RankCheckpoints(tmp_path / "r", cell.cell_id)
+    manifest = torch.load(store.manifest_path, weights_only=False)
+    assert manifest["epoch"] == 1 and manifest["world"] == 1 and manifest["shards"] == ["rank0-epoch1.pt"]
+    shard = torch.load(store.folder / manifest["shards"][0], weights_only=False)
+    steps = {int(s["step"]) for s in shard["state"]["optimizer"]["state"].values()}
+    assert steps == {row.steps_per_epoch}  # one Adam step per batch of the epoch
+    assert all(torch.isfinite(t).all() for t in shard["state"]["model"].values())
+    again = run_cell(cell, None, tmp_path / "r")
+    assert again.status == "ok" and again.resumed_from_epoch == 1 and again.test_acc == row.test_acc
 
 
 def test_an_epoch_past_timeout_s_ends_the_run_as_a_timeout(tmp_path):

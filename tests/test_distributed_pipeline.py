@@ -1,16 +1,22 @@
-"""Decoupled stages in one process per device compute what the sequential loop computes."""
-import copy
+"""Decoupled stages in one process per device (`executor: processes`) compute what the sequential loop computes.
+
+Each rank builds the method itself and keeps its stage group for every
+segment it trains (bench/execution/rank_loops.py `StageGroupLoop`), as the
+ranks of a distributed cell do for the whole cell.
+"""
+import functools
 import os
 import signal
 
 import pytest
 import torch
+from rank_jobs import context, one_rank_group, rank_loop_job, train_segments
 from test_ranks import assert_gone, deadline_once_stopped, record_pid
 
-from bench.execution import resolve_devices, run_sequential, stage_devices
-from bench.execution.distributed_pipeline import launched_by_torchrun, run_distributed_pipeline
+from bench.execution import resolve_devices, run_sequential
 from bench.execution.p2p import decode_header, encode_header, flatten, unflatten
-from bench.execution.record import NonFiniteLossError
+from bench.execution.rank_context import pipeline_context
+from bench.execution.ranks import RanksFailed, run_ranks
 from methods import MethodConfig, create_method
 from methods.base import StageStep
 from models import create_model
@@ -27,39 +33,35 @@ def _fresh(method_name="scpl", **options):
     return create_method(method_name, net, MethodConfig(projector="l", options=options))
 
 
-def _params(method):
-    return [p.detach().clone() for m in method.modules() for p in m.parameters()]
+def _steps_state(method) -> dict:
+    return {f"step{k}.{n}": p.detach().clone() for k, step in enumerate(method.stage_steps())
+            for n, p in step.named_parameters()}
 
 
-@pytest.fixture(autouse=True)
-def _not_under_torchrun(monkeypatch):
-    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR"):
-        monkeypatch.delenv(name, raising=False)
+def _run(segments, balance=(2, 2), timeout_s=300, **job):
+    devices = resolve_devices(len(balance), "cpu", threads_per_device=1)
+    return run_ranks(functools.partial(rank_loop_job, **job), devices, (_fresh, list(balance), segments),
+                     timeout_s=timeout_s)
 
 
 @pytest.mark.slow
 def test_two_gloo_processes_equal_the_sequential_run_bit_for_bit():
+    """Two segments through the same ranks (their stages, optimizers and clocks live on between them)."""
     batches = _batches()
-    method = _fresh()
-    reference = copy.deepcopy(method)
-    ref_record = run_sequential(reference, batches, resolve_devices(1, "cpu", threads_per_device=1), warmup_steps=1)
+    reference = _fresh()
+    ref_record = run_sequential(reference, batches, resolve_devices(1, "cpu", threads_per_device=1), warmup_steps=0)
 
-    devices = resolve_devices(2, "cpu", threads_per_device=1)
-    method.place(stage_devices([2, 2], devices.devices))
-    record = run_distributed_pipeline(method, [2, 2], devices, batches, warmup_steps=1, queue_depth=2, timeout_s=300)
-
-    for a, b in zip(_params(reference), _params(method)):
-        assert torch.equal(a, b)
-    assert record.losses == ref_record.losses
-    assert record.stage_losses == ref_record.stage_losses  # the same stage loop as the threads' records them
-    # the optimizer state came back too: one more step keeps the two runs identical
-    x, y = batches[0]
-    assert method.train_step(x, y) == reference.train_step(x, y)
-    for a, b in zip(_params(reference), _params(method)):
-        assert torch.equal(a, b)
+    results = _run([batches[:3], batches[3:]])
+    params = {n: t for r in results for n, t in r["params"].items()}
+    expected = _steps_state(reference)
+    assert params.keys() == expected.keys() and all(torch.equal(params[k], expected[k]) for k in expected)
+    first, second = results[0]["records"]
+    assert first.losses + second.losses == ref_record.losses
+    assert [a + b for a, b in zip(first.stage_losses, second.stage_losses)] == ref_record.stage_losses
 
     # the record reads like run_pipelined's
-    assert len(record.completion_times) == len(batches)
+    record = first
+    assert len(record.completion_times) == 3
     assert record.completion_times == sorted(record.completion_times)
     assert record.start_time < record.completion_times[0]
     assert len(record.device_busy_s) == 2 and all(b > 0 for b in record.device_busy_s)
@@ -75,26 +77,21 @@ def test_two_gloo_processes_equal_the_sequential_run_bit_for_bit():
 
 @pytest.mark.slow
 def test_a_failing_rank_is_raised_not_hung():
-    method = _fresh()
-    devices = resolve_devices(2, "cpu", threads_per_device=1)
     bad = [(torch.randn(4, 3, 8, 8), torch.zeros(4, dtype=torch.long))]  # wrong image size
     with pytest.raises(RuntimeError, match="rank 0"):
-        run_distributed_pipeline(method, [2, 2], devices, bad, warmup_steps=0, timeout_s=120)
+        _run([bad], timeout_s=120)
 
 
 @pytest.mark.slow
-def test_a_nonfinite_loss_keeps_its_status():
-    method = _fresh()
-    devices = resolve_devices(2, "cpu", threads_per_device=1)
+def test_a_nonfinite_loss_is_named():
     x, y = _batches(1)[0]
-    with pytest.raises(NonFiniteLossError, match="stage 0"):
-        run_distributed_pipeline(method, [2, 2], devices, [(x * float("nan"), y)], warmup_steps=0, timeout_s=120)
+    with pytest.raises(RanksFailed, match="NonFiniteLossError: loss is nan at stage 0"):
+        _run([[(x * float("nan"), y)]], timeout_s=120)
 
 
-def test_balance_must_match_the_devices():
-    devices = resolve_devices(2, "cpu", threads_per_device=1)
+def test_balance_must_match_the_ranks():
     with pytest.raises(ValueError, match="balance"):
-        run_distributed_pipeline(_fresh(), [1, 1, 2], devices, _batches(1), warmup_steps=0)
+        pipeline_context(0, 2, torch.device("cpu"), [1, 1, 2])
 
 
 def test_headers_round_trip_tensors_and_text_payloads():
@@ -114,56 +111,26 @@ def test_headers_round_trip_tensors_and_text_payloads():
         assert type(x2) is type(x) and y2.shape == y.shape
 
 
-def test_a_stages_extra_state_comes_back_from_its_rank(monkeypatch):
-    """DASCPL's accumulation clock crosses the process boundary like its parameters (one in-process
-    torchrun-style rank: the same rank loop and absorb, no spawn)."""
-    from bench.execution.ranks import free_port
-
-    for name, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1"),
-                        ("MASTER_PORT", str(free_port()))):
-        monkeypatch.setenv(name, value)
+def test_a_stages_extra_state_lives_on_in_its_rank():
+    """DASCPL's accumulation clock is kept by the rank between segments (one in-process rank)."""
     g = torch.Generator().manual_seed(0)
     batches = [(torch.randn(6, 3, 8, 8, generator=g), torch.randint(0, 3, (6,), generator=g)) for _ in range(3)]
-    torch.manual_seed(123)
-    net = create_model("convnet", num_classes=10, image_size=8)  # small: the clock is what is checked
-    method = create_method("dascpl", net, MethodConfig(projector="i", options={"trigger_steps": [1, 2, 3]}))
-    reference = copy.deepcopy(method)
+
+    def build():
+        torch.manual_seed(123)
+        net = create_model("convnet", num_classes=10, image_size=8)  # small: the clock is what is checked
+        return create_method("dascpl", net, MethodConfig(projector="i", options={"trigger_steps": [1, 2, 3]}))
+
+    reference, method = build(), build()
     run_sequential(reference, batches, resolve_devices(1, "cpu", threads_per_device=1), warmup_steps=0)
-    run_distributed_pipeline(method, [4], resolve_devices(1, "cpu", threads_per_device=1), batches, warmup_steps=0)
+    with one_rank_group():
+        train_segments(method, context(method, 0, 1, torch.device("cpu"), [4]), [batches[:1], batches[1:]])
     assert method.extra_state() == reference.extra_state() == {"stages": {k: {"calls": 3} for k in range(4)}}
-    assert all(torch.equal(a, b) for a, b in zip(_params(reference), _params(method)))
+    assert all(torch.equal(a, b) for a, b in zip(_steps_state(reference).values(), _steps_state(method).values()))
 
 
-def test_torchrun_is_detected_from_the_environment(monkeypatch):
-    assert not launched_by_torchrun()
-    monkeypatch.setenv("RANK", "0")
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    assert launched_by_torchrun()
-
-
-@pytest.mark.slow
-def test_profiled_ranks_write_one_trace_each_and_leave_the_method_alone(tmp_path):
-    from bench.profiling.profiler import profiled_rank
-    from bench.profiling.trace_events import load_trace_dir
-
-    method = _fresh()
-    before = _params(method)
-    devices = resolve_devices(2, "cpu", threads_per_device=1)
-    wrap = lambda fn, args: (profiled_rank, (fn, str(tmp_path), False, "cell", *args))  # noqa: E731
-    record = run_distributed_pipeline(method, [2, 2], devices, _batches(3), warmup_steps=0, timeout_s=300,
-                                      rank_wrapper=wrap, absorb_results=False)
-    assert len(record.completion_times) == 3
-    assert all(torch.equal(a, b) for a, b in zip(before, _params(method)))
-    files = sorted(p.name for p in tmp_path.glob("*.pt.trace.json"))
-    assert [f.split(".")[0] for f in files] == ["cell-rank0", "cell-rank1"]
-    stages = {e.stage for e in load_trace_dir(tmp_path).phases}  # both ranks on one timeline
-    assert stages == {0, 1, 2, 3}
-
-
-def fault_at_batch(rank: int, world: int, device, inner, pid_dir: str, victim: int, stage: int, batch: int,
-                   fault: str, *args):
-    """The pipeline's rank job, in which rank `victim` exits or stops as its `stage` starts on `batch`."""
+def fault_at_batch(pid_dir: str, victim: int, stage: int, batch: int, fault: str, rank: int) -> None:
+    """In rank `victim`, exit or stop as its `stage` starts on `batch`."""
     record_pid(pid_dir, rank)
     if rank == victim:
         accept, seen = StageStep.accept, [0]
@@ -178,28 +145,23 @@ def fault_at_batch(rank: int, world: int, device, inner, pid_dir: str, victim: i
             return accept(step, x, y, chunk, chunks)
 
         StageStep.accept = faulty  # in this rank's process only
-    return inner(rank, world, device, *args)
 
 
 def _with_fault(tmp_path, victim: int, stage: int, fault: str):
     # at batch 1: both ranks have passed the start barrier, so both pids are recorded
-    return lambda fn, args: (fault_at_batch, (fn, str(tmp_path), victim, stage, 1, fault, *args))
+    return functools.partial(fault_at_batch, str(tmp_path), victim, stage, 1, fault)
 
 
 @pytest.mark.slow
 def test_a_rank_that_exits_mid_run_ends_the_pipeline(tmp_path):
-    devices = resolve_devices(2, "cpu", threads_per_device=1)
     with pytest.raises(RuntimeError, match="rank 1: exited with code 3"):
-        run_distributed_pipeline(_fresh(), [2, 2], devices, _batches(4), warmup_steps=0, timeout_s=600,
-                                 rank_wrapper=_with_fault(tmp_path, victim=1, stage=2, fault="exit"))
+        _run([_batches(4)], timeout_s=600, fault=_with_fault(tmp_path, victim=1, stage=2, fault="exit"))
     assert_gone(tmp_path)
 
 
 @pytest.mark.slow
 def test_a_rank_that_stops_mid_run_ends_the_pipeline_at_its_timeout(tmp_path, monkeypatch):
     deadline_once_stopped(monkeypatch, tmp_path, rank=0)
-    devices = resolve_devices(2, "cpu", threads_per_device=1)
     with pytest.raises(TimeoutError, match="did not report within 600 s"):
-        run_distributed_pipeline(_fresh(), [2, 2], devices, _batches(4), warmup_steps=0, timeout_s=600,
-                                 rank_wrapper=_with_fault(tmp_path, victim=0, stage=0, fault="stop"))
+        _run([_batches(4)], timeout_s=600, fault=_with_fault(tmp_path, victim=0, stage=0, fault="stop"))
     assert_gone(tmp_path)

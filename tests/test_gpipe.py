@@ -9,12 +9,14 @@ payloads (states, padding mask, LSTM states, "no state yet") must split into
 micro-batches and cross devices and processes with the same result.
 """
 import copy
+import functools
 
 import pytest
 import torch
+from rank_jobs import rank_loop_job
 
 from bench.execution import resolve_devices, stage_devices
-from bench.execution.ranks import record_from_ranks, run_ranks
+from bench.execution.ranks import run_ranks
 from data import load_dataset
 from data.text_layout import TextOptions
 from methods import MethodConfig, create_method, method_class
@@ -68,69 +70,56 @@ def test_torchgpipe_equals_bp(bp_after_one_step, chunks, balance):
     _assert_close(dict(gpipe.model.named_parameters()), bp_params, "torchgpipe parameters")
 
 
-def _run_rank_method(method, devices, balance, batches):
-    fn, args = method.rank_job(batches, balance, 0)
-    results = run_ranks(fn, resolve_devices(devices, "cpu", threads_per_device=1), args, timeout_s=120)
-    grads = {}
-    for result in results:
-        grads.update(result["grads"])
-    return results, grads
+def _run_rank_method(build, devices, balance, segments):
+    """Every rank builds the method (`build`), trains `segments` through one rank loop: records, params, grads."""
+    results = run_ranks(rank_loop_job, resolve_devices(devices, "cpu", threads_per_device=1),
+                        (build, balance, segments), timeout_s=120)
+    params = {n: t for r in results for n, t in r["params"].items()}
+    grads = {n: t for r in results for n, t in r["grads"].items()}
+    return results[0]["records"], params, grads
 
 
 @pytest.mark.slow
 def test_distributed_pipelining_equals_bp(bp_after_one_step):
     """One process per stage group (gloo), 4 micro-batches, uneven split: BP's numbers."""
     bp_loss, bp_grads, bp_params = bp_after_one_step
-    x, y = _batch()
-    method = _fresh("gpipe_dist", chunks=4)
-    results, grads = _run_rank_method(method, 2, [1, 3], [(x, y)])
+    records, params, grads = _run_rank_method(functools.partial(_fresh, "gpipe_dist", chunks=4), 2, [1, 3],
+                                              [[_batch()]])
     _assert_close(grads, bp_grads, "gpipe_dist gradient")
-    method.absorb(results)
-    _assert_close(dict(method.model.named_parameters()), bp_params, "gpipe_dist parameters")
-    assert record_from_ranks(results, 0).losses[0] == pytest.approx(bp_loss, abs=TOL)
+    _assert_close(params, bp_params, "gpipe_dist parameters")
+    assert records[0].losses[0] == pytest.approx(bp_loss, abs=TOL)
 
 
 @pytest.mark.slow
 def test_ddp_on_two_processes_equals_bp_on_one(bp_after_one_step):
-    """Each rank sees half the global batch; averaged gradients give BP's whole-batch update.
+    """Each rank reads its half of the global batch; averaged gradients give BP's whole-batch update.
 
-    Also guards the hand-over: if the ranks shared the parent's weights (tensors
+    Also guards the replicas: if the ranks shared one set of weights (tensors
     passed as shared memory) each rank would apply the step to the same storage
-    and the update would be doubled, and the parent's model would change before
-    `absorb`.
+    and the update would be doubled.
     """
     bp_loss, bp_grads, bp_params = bp_after_one_step
-    x, y = _batch()
-    method = _fresh("ddp")
-    before = copy.deepcopy(method.model.state_dict())
-    results, grads = _run_rank_method(method, 2, [2, 2], [(x, y)])
-    for name, tensor in method.model.state_dict().items():
-        assert torch.equal(tensor, before[name]), "a rank changed the parent's weights in place"
+    records, params, grads = _run_rank_method(functools.partial(_fresh, "ddp"), 2, [2, 2], [[_batch()]])
     _assert_close(grads, bp_grads, "ddp gradient")
-    method.absorb(results)
-    _assert_close(dict(method.model.named_parameters()), bp_params, "ddp parameters")
-    assert record_from_ranks(results, 0).losses[0] == pytest.approx(bp_loss, abs=TOL)
+    _assert_close(params, bp_params, "ddp parameters")
+    assert records[0].losses[0] == pytest.approx(bp_loss, abs=TOL)
 
 
 @pytest.mark.parametrize("name,options,balance", [("ddp", {}, [2, 2]), ("gpipe_dist", {"chunks": 2}, [2, 2])])
 @pytest.mark.slow
-def test_untimed_steps_in_the_parent_then_ranks_continue_bp(name, options, balance):
-    """`train_steps` run in the parent (BP's step); the ranks pick up weights *and* optimizer state.
+def test_untimed_steps_then_timed_steps_in_the_same_ranks_continue_bp(name, options, balance):
+    """Two segments (the untimed steps, then the timed ones) through the same ranks: BP's three updates.
 
-    SGD with momentum: if the momentum buffers were not handed over, the third
-    update would differ from BP's.
+    SGD with momentum: if the ranks' optimizers did not live on between the
+    segments, the third update would differ from BP's.
     """
     batches = [_batch(seed) for seed in range(3)]
     bp = _fresh("bp")
     for x, y in batches:
         bp.train_step(x, y)
-    method = _fresh(name, **options)
-    method.place([torch.device("cpu")] * 4)
-    for x, y in batches[:2]:
-        method.train_step(x, y)
-    results, _ = _run_rank_method(method, 2, balance, batches[2:])
-    method.absorb(results)
-    _assert_close(dict(method.model.named_parameters()), dict(bp.model.named_parameters()), f"{name} parameters")
+    _, params, _ = _run_rank_method(functools.partial(_fresh, name, **options), 2, balance,
+                                    [batches[:2], batches[2:]])
+    _assert_close(params, dict(bp.model.named_parameters()), f"{name} parameters")
 
 
 # -- text models ---------------------------------------------------------------
@@ -228,12 +217,11 @@ def test_torchgpipe_on_text_equals_bp(bp_text_after_one_step, imdb_batch, model,
 def test_distributed_pipelining_on_text_equals_bp(bp_text_after_one_step, imdb_batch, model, balance, schedule):
     """Tuple payloads between processes: shapes inferred, mask and empty entries without gradients."""
     bp_loss, bp_grads, bp_params = bp_text_after_one_step[model]
-    method = _fresh_text("gpipe_dist", model, chunks=4, schedule=schedule)
-    results, grads = _run_rank_method(method, len(balance), balance, [imdb_batch])
+    build = functools.partial(_fresh_text, "gpipe_dist", model, chunks=4, schedule=schedule)
+    records, params, grads = _run_rank_method(build, len(balance), balance, [[imdb_batch]])
     _assert_close(grads, bp_grads, f"gpipe_dist {model} gradient")
-    method.absorb(results)
-    _assert_close(dict(method.model.named_parameters()), bp_params, f"gpipe_dist {model} parameters")
-    assert record_from_ranks(results, 0).losses[0] == pytest.approx(bp_loss, abs=TOL)
+    _assert_close(params, bp_params, f"gpipe_dist {model} parameters")
+    assert records[0].losses[0] == pytest.approx(bp_loss, abs=TOL)
 
 
 def test_torchgpipe_method_survives_a_deep_copy_after_a_step():

@@ -1,12 +1,14 @@
-"""Rank methods (methods/rank_method.py): the contract the rank executor runs them through, and their lr."""
+"""Rank methods (methods/rank_method.py): the contract their ranks run them through, and their lr."""
 import pytest
 import torch
+from rank_jobs import context, one_rank_group
 
 from bench.execution.choice import rank_method
+from bench.execution.rank_loops import make_rank_loop
 from data import get_spec
 from methods import Execution, Method, MethodConfig, create_method, list_methods, method_class
 from methods.rank_method import RankMethod
-from methods.schedules import cosine_lr, make_schedulers
+from methods.schedules import cosine_lr, current_lr, make_schedulers
 from models.build import build_model
 
 RANKS = [n for n in list_methods() if method_class(n).execution is Execution.RANKS]
@@ -18,16 +20,17 @@ def _model():
 
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # no step: lr only
 @pytest.mark.parametrize("name", RANKS)
-def test_rank_jobs_train_at_the_lr_the_cosine_scheduler_set(name):
-    """The ranks build their optimizers at the parent optimizer's lr, which CosineAnnealingLR steps."""
+def test_a_ranks_trainer_trains_each_epoch_at_the_lr_the_cosine_scheduler_set(name):
+    """The rank's own optimizer, kept for the whole cell, is what CosineAnnealingLR steps once per epoch."""
     method = create_method(name, _model(), MethodConfig(lr=1e-3))
-    schedulers = make_schedulers(method.optimizers(), "cosine", 4, 1e-5)
-    for epoch in range(1, 5):
-        _, args = method.rank_job([], [method.model.num_stages], 0)
-        config = next(a for a in args if isinstance(a, MethodConfig))
-        assert config.lr == pytest.approx(cosine_lr(epoch, 4, 1e-3, 1e-5))
-        for scheduler in schedulers:
-            scheduler.step()
+    with one_rank_group():
+        loop = make_rank_loop(method, context(method, 0, 1, torch.device("cpu"), [method.model.num_stages]), 2)
+        assert method.optimizers() == loop.optimizers() and method.optimizers()[0] is not method.optimizer
+        schedulers = make_schedulers(method.optimizers(), "cosine", 4, 1e-5)
+        for epoch in range(1, 5):
+            assert current_lr(loop.optimizers(), 0.0) == pytest.approx(cosine_lr(epoch, 4, 1e-3, 1e-5))
+            for scheduler in schedulers:
+                scheduler.step()
     assert method.config.lr == 1e-3  # the method's own config is never rewritten
 
 
@@ -38,19 +41,19 @@ def test_a_ranks_method_without_the_hooks_is_refused_naming_them():
         def place(self, stage_devices, balance=None):
             pass
 
-        def rank_job(self, batches, balance, warmup_steps):
-            raise AssertionError("never reached")
+        def optimizers(self):
+            return []
 
-    with pytest.raises(TypeError, match=r"RankMethod \(it lacks absorb, optimizer_state\)"):
+    with pytest.raises(TypeError, match=r"RankMethod \(it lacks make_rank_trainer\)"):
         rank_method(Loose(_model(), MethodConfig()))
 
 
-def test_a_rank_method_must_define_its_rank_job():
-    class NoJob(RankMethod):
+def test_a_rank_method_must_define_its_rank_trainer():
+    class NoTrainer(RankMethod):
         pass
 
-    with pytest.raises(TypeError, match="rank_job"):
-        NoJob(_model(), MethodConfig())
+    with pytest.raises(TypeError, match="make_rank_trainer"):
+        NoTrainer(_model(), MethodConfig())
 
 
 def test_a_rank_method_passes_through():

@@ -14,6 +14,17 @@ first), so a process killed at any moment leaves the previous checkpoint or the
 new one, never half a file.
 
     <results>/checkpoints/<cell_id>/checkpoint.pt
+
+A distributed cell (bench/cell/rank_phases.py) checkpoints per rank: each rank
+writes its own shard (its stages' parameters, optimizer and scheduler states,
+extra state, its RNG states), versioned by epoch, atomically; after a barrier
+rank 0 writes one manifest (epoch, world, balance, the shards' names, the run
+state) atomically and then deletes older shards.  So a rank killed while
+writing leaves the last manifest and the shards it names; a resume reads the
+manifest, refuses another world or balance, and loads its own shard.
+
+    <results>/checkpoints/<cell_id>/manifest.pt
+    <results>/checkpoints/<cell_id>/rank<r>-epoch<e>.pt
 """
 from __future__ import annotations
 
@@ -30,7 +41,7 @@ from bench.store.layout import atomic_write
 from methods.base import Method
 
 __all__ = ["RunState", "checkpoint_path", "save_checkpoint", "load_checkpoint", "remove_checkpoint",
-           "method_state", "restore_method"]
+           "method_state", "restore_method", "RankCheckpoints"]
 
 CHECKPOINTS_DIR = "checkpoints"
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -124,3 +135,53 @@ def load_checkpoint(path: Path, method: Method, schedulers: list) -> Optional[Ru
 def remove_checkpoint(path: Path) -> None:
     """Delete a finished run's checkpoint folder."""
     shutil.rmtree(path.parent, ignore_errors=True)
+
+
+MANIFEST_FILE = "manifest.pt"
+
+
+class RankCheckpoints:
+    """One distributed cell's per-rank checkpoint shards and their manifest (see the module docstring)."""
+
+    def __init__(self, results_dir: Path, cell_id: str) -> None:
+        self.folder = Path(results_dir) / CHECKPOINTS_DIR / cell_id
+        self.manifest_path = self.folder / MANIFEST_FILE
+
+    @staticmethod
+    def shard_name(rank: int, epoch: int) -> str:
+        return f"rank{rank}-epoch{epoch}.pt"
+
+    def save_shard(self, rank: int, epoch: int, state: dict, schedulers: list) -> None:
+        """This rank's shard after `epoch` epochs: its own training state, its schedulers and RNGs."""
+        blob = {"state": state, "schedulers": [s.state_dict() for s in schedulers], "rng": _rng_state()}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.folder / self.shard_name(rank, epoch), lambda tmp: torch.save(blob, tmp))
+
+    def save_manifest(self, epoch: int, world: int, balance: list[int], run: RunState) -> None:
+        """Rank 0, after every rank's shard of `epoch` is written: the manifest, then older shards go."""
+        shards = [self.shard_name(r, epoch) for r in range(world)]
+        blob = {"epoch": epoch, "world": world, "balance": list(balance), "shards": shards, "run": vars(run).copy()}
+        atomic_write(self.manifest_path, lambda tmp: torch.save(blob, tmp))
+        for old in self.folder.glob("rank*-epoch*.pt"):
+            if old.name not in shards:
+                old.unlink(missing_ok=True)
+
+    def load(self, rank: int, world: int, balance: list[int], state_target, schedulers: list) -> Optional[RunState]:
+        """Restore this rank from the manifest's shard (`state_target.load_state_dict`); None without one."""
+        if not self.manifest_path.exists():
+            return None
+        manifest: dict[str, Any] = torch.load(self.manifest_path, weights_only=False)
+        if manifest["world"] != world or list(manifest["balance"]) != list(balance):
+            raise RuntimeError(
+                f"checkpoint {self.manifest_path} was written by {manifest['world']} ranks with balance "
+                f"{manifest['balance']}; this run has {world} ranks with balance {list(balance)}. Resume with the "
+                "same devices and balance, or delete the folder to train this cell from the start")
+        blob = torch.load(self.folder / manifest["shards"][rank], weights_only=False, map_location="cpu")
+        state_target.load_state_dict(blob["state"])
+        for scheduler, saved in zip(schedulers, blob["schedulers"]):
+            scheduler.load_state_dict(saved)
+        _set_rng_state(blob["rng"])
+        return RunState(**manifest["run"])
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -15,6 +15,10 @@ epochs through the same executor, evaluating as it goes, timed and resumable.
 Either way the peak and counted memory are measured around that training, and
 the evaluation after it is the record's own (`evaluation`).
 
+A distributed cell (DDP, gpipe_dist, decoupled stages with `executor:
+processes`) runs these phases in its ranks, one job for the whole cell
+(bench/cell/rank_phases.py); `run_cell` only starts and supervises it.
+
 The runner does not import this module: its supervisor starts `python -m
 bench.cell` (bench/cell/__main__.py), a fresh interpreter per cell.
 """
@@ -52,7 +56,7 @@ if TYPE_CHECKING:
     from bench.profiling.profiler import ProfileResult
     from data.text_layout import TextOptions
 
-__all__ = ["run_cell", "prepare_data", "build_method", "place", "train_or_sample", "evaluate", "profile", "judge_health",
+__all__ = ["run_cell", "runs_in_ranks", "prepare_data", "build_method", "place", "train_or_sample", "evaluate", "profile", "judge_health",
            "CellData", "BuiltMethod", "PlacedMethod", "Trained", "TrainingResult", "SampledSteps", "Profiled"]
 
 
@@ -199,7 +203,7 @@ class Profiled:
 
 # -- phases ---------------------------------------------------------------------------------------
 
-def prepare_data(cell: Cell, data_root: Optional[str]) -> CellData:
+def prepare_data(cell: Cell, data_root: Optional[str], read_training: bool = True) -> CellData:
     """Load the splits and build the untimed and the timed batches ahead of time.
 
     Classes and sizes are those of the data read (data/observed.py), not the
@@ -207,6 +211,8 @@ def prepare_data(cell: Cell, data_root: Optional[str]) -> CellData:
     warning line goes to stderr.  A training run evaluates on the whole
     validation hold-out and test set and streams its training batches, so only
     the batches that choose the balance and count training memory are built here.
+    `read_training=False` (a pipeline rank after the first, bench/cell/rank_phases.py)
+    builds no training batches: that rank never reads training data.
     """
     from data import load_dataset
     from data.observed import observe_dataset
@@ -224,11 +230,11 @@ def prepare_data(cell: Cell, data_root: Optional[str]) -> CellData:
     val_set = load_dataset(cell.dataset, split="val", **split_args) if s.val_fraction > 0 else None
     test_set = load_dataset(cell.dataset, split="test", **split_args)
     eval_batches = None if s.is_training_run else s.eval_batches
-    untimed = [] if s.is_training_run else prepare_batches(
+    untimed = [] if s.is_training_run or not read_training else prepare_batches(
         train_set, cell.batch_size, s.train_steps, cell.seed, s.views, spec.modality, spec, s.data_workers)
     # a training run streams its epochs: here only the balance's probes (>= 1: the memory count's batch)
     timed_count = ((BALANCE_PROBE_BATCHES if s.balance == "auto" else 1) if s.is_training_run
-                   else s.warmup_steps + s.steps)
+                   else s.warmup_steps + s.steps) if read_training else 0
     timed = prepare_batches(train_set, cell.batch_size, timed_count, cell.seed + 10_000, s.views,
                             spec.modality, spec, s.data_workers)
     return CellData(
@@ -306,12 +312,11 @@ def _train_untimed(cell: Cell, placed: PlacedMethod, data: CellData) -> Selectio
     return curve
 
 
-def _time_steps(cell: Cell, placed: PlacedMethod, data: CellData, selection: SelectionCurve,
-                on_ranks: Any) -> SampledSteps:
+def _time_steps(cell: Cell, placed: PlacedMethod, data: CellData, selection: SelectionCurve) -> SampledSteps:
     """Warm-up + timed steps through the cell's executor."""
     s = cell.settings
     record = run_training(placed.method, data.timed, placed.devices, placed.balance, warmup_steps=s.warmup_steps,
-                          queue_depth=s.queue_depth, timeout_s=s.timeout_s, executor=s.executor, on_ranks=on_ranks)
+                          queue_depth=s.queue_depth, executor=s.executor)
     return SampledSteps(selection, record, step_stats(record), cell.batch_size * s.views, s.warmup_steps,
                         data.steps_per_epoch, s.train_steps + s.warmup_steps + s.steps)
 
@@ -331,7 +336,7 @@ def train_or_sample(cell: Cell, placed: PlacedMethod, data: CellData, results_di
     else:
         selection = _train_untimed(cell, placed, data)
         with measured_memory(*memory) as probe:
-            result = _time_steps(cell, placed, data, selection, on_ranks=probe.rank_reports.extend)
+            result = _time_steps(cell, placed, data, selection)
     assert probe.use is not None
     return Trained(result, probe.use)
 
@@ -371,8 +376,24 @@ def judge_health(cell: Cell, data: CellData, trained: Trained, evaluation: Evalu
     return {"health": health_flags(trace, HealthThresholds.from_settings(s))}
 
 
+def runs_in_ranks(cell: Cell) -> bool:
+    """Whether the cell is a distributed job (rank methods; decoupled stages with `executor: processes`)."""
+    from methods import method_class
+
+    kind = choose_executor(method_class(cell.method), cell.devices, cell.settings.executor)
+    return kind.distributed
+
+
 def run_cell(cell: Cell, data_root: Optional[str] = None, results_dir: Optional[Path] = None) -> ResultRow:
-    """Every phase of one cell, in order; its row."""
+    """Every phase of one cell, in order; its row.
+
+    A distributed cell runs its phases in its ranks (bench/cell/rank_phases.py);
+    this process then only supervises them.
+    """
+    if runs_in_ranks(cell):
+        from bench.cell.rank_phases import run_cell_in_ranks
+
+        return run_cell_in_ranks(cell, data_root, results_dir)
     started_at, wall_start = utc_now(), time.perf_counter()
     s = cell.settings
     devices = resolve_devices(cell.devices, s.device_kind, s.threads_per_device)

@@ -2,11 +2,12 @@
 
 Why per epoch through `run_training`: every batch of every epoch goes through
 the same executor as the sampled mode (decoupled methods pipelined across the
-devices, DDP and torch.distributed GPipe in their rank processes, coupled
-methods sequentially), and the executor's queues drain only at the epoch
-boundary, where the run evaluates and checkpoints anyway.  Batches stream from
-a DataLoader (data/epochs.py), so memory does not grow with E; the rank and
-process executors take an epoch's batches as a list (one epoch in memory).
+devices in threads, coupled methods sequentially), and the executor's queues
+drain only at the epoch boundary, where the run evaluates and checkpoints
+anyway.  Batches stream from a DataLoader (data/epochs.py), so memory does not
+grow with E.  Distributed cells (DDP, gpipe_dist, `executor: processes`) run
+their epochs inside their ranks instead (bench/cell/rank_phases.py), through
+the same `account_epoch`.
 
 Time per epoch is measured with every device synchronised; evaluation and
 checkpointing sit outside it.  `data_wait_s` is the time the feeding loop was
@@ -18,7 +19,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional
 
 from bench.cell.checkpoint import RunState, checkpoint_path, load_checkpoint, remove_checkpoint, save_checkpoint
 from bench.cell.evaluation import EvalPoint, Evaluation, evaluate_now
@@ -26,6 +27,7 @@ from bench.cell.model_selection import SelectionCurve
 from bench.cell.watchdog import EpochWatchdog
 from bench.execution.choice import run_training
 from bench.execution.devices import synchronize
+from bench.execution.record import RunRecord
 from bench.store.curves import CurveRow, append_curve
 from bench.store.health import LearningTrace
 from bench.store.records import from_columns
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     from bench.cell.phases import CellData, PlacedMethod
     from bench.grid import Cell
 
-__all__ = ["TimedFeed", "TrainingRun", "run_epochs"]
+__all__ = ["TimedFeed", "TrainingRun", "run_epochs", "EpochDone", "account_epoch", "finish_run"]
 
 
 class TimedFeed:
@@ -110,6 +112,42 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+@dataclass
+class EpochDone:
+    """Where a finished epoch is written down: the run state, its selection curve, the curve rows' identity."""
+
+    run: RunState
+    selection: SelectionCurve
+    identity: dict
+    steps_per_epoch: int
+
+
+def account_epoch(done: EpochDone, epoch: int, epoch_s: float, lr: float, record: RunRecord, wait_s: float,
+                  samples: int, point: Optional[EvalPoint]) -> None:
+    """Add one epoch (its record, times, samples and evaluation, if any) to the run state and curve.
+
+    Shared by the in-process run and rank 0 of a distributed one, so a curve row
+    means the same whichever executor trained the cell.
+    """
+    run, selection = done.run, done.selection
+    run.epoch, run.wall_s = epoch, run.wall_s + epoch_s
+    run.epoch_times_s.append(epoch_s)
+    run.data_wait_s.append(wait_s)
+    run.samples += samples
+    run.last_loss = record.losses[-1]
+    columns = {
+        "epoch": epoch, "wall_s": run.wall_s, "epoch_time_s": epoch_s, "data_wait_s": wait_s,
+        "samples_per_s": samples / epoch_s, "train_loss": _mean(record.losses),
+        "stage_losses": [_mean(k) for k in record.stage_losses], "lr": lr,
+    }
+    if point is not None:
+        exit_acc = list(point.exits.exit_acc) if point.exits is not None else []
+        columns |= {"test_acc": point.test_acc, "val_acc": point.val_acc, "exit_acc": exit_acc}
+        selection.add(epoch * done.steps_per_epoch, point.test_acc, point.val_acc)
+    run.curve.append(from_columns(CurveRow, done.identity, columns).to_dict())
+    run.selection = vars(selection).copy()
+
+
 def run_epochs(cell: "Cell", placed: "PlacedMethod", data: "CellData", results_dir: Optional[Path]) -> TrainingRun:
     """Train `placed.method` for `cell.settings.epochs` epochs, resuming from a checkpoint if one exists.
 
@@ -139,38 +177,31 @@ def run_epochs(cell: "Cell", placed: "PlacedMethod", data: "CellData", results_d
             synchronize(devices)
             start = time.perf_counter()
             record = run_training(method, feed, devices, placed.balance, warmup_steps=0, queue_depth=s.queue_depth,
-                                  timeout_s=s.timeout_s, executor=s.executor)
+                                  executor=s.executor)
             synchronize(devices)
             epoch_s = time.perf_counter() - start
             for scheduler in schedulers:
                 scheduler.step()
-            samples = feed.samples
-            run.epoch, run.wall_s = epoch, run.wall_s + epoch_s
-            run.epoch_times_s.append(epoch_s)
-            run.data_wait_s.append(feed.wait_s)
-            run.samples += samples
-            run.last_loss = record.losses[-1]
-            columns = {
-                "epoch": epoch, "wall_s": run.wall_s, "epoch_time_s": epoch_s, "data_wait_s": feed.wait_s,
-                "samples_per_s": samples / epoch_s, "train_loss": _mean(record.losses),
-                "stage_losses": [_mean(k) for k in record.stage_losses], "lr": lr,
-            }
             final = None
             if epoch % s.eval_every == 0 or epoch == epochs:
                 final = evaluate_now(method, data.test_batches, data.val_batches)
-                exit_acc = list(final.exits.exit_acc) if final.exits is not None else []
-                columns |= {"test_acc": final.test_acc, "val_acc": final.val_acc, "exit_acc": exit_acc}
-                selection.add(epoch * steps_per_epoch, final.test_acc, final.val_acc)
-            run.curve.append(from_columns(CurveRow, identity, columns).to_dict())
-            run.selection = vars(selection).copy()
+            account_epoch(EpochDone(run, selection, identity, steps_per_epoch), epoch, epoch_s, lr, record,
+                          feed.wait_s, feed.samples, final)
             if ckpt is not None and (epoch % s.checkpoint_every == 0 or epoch == epochs):
                 save_checkpoint(ckpt, method, schedulers, run)
     stream.close()
     if final is None:  # resumed after the last epoch: evaluate again (same numbers; the hold-out is not needed)
         final = evaluate_now(method, data.test_batches, None)
-    curve = [from_columns(CurveRow, row) for row in run.curve]
+    remove = (lambda: remove_checkpoint(ckpt)) if ckpt is not None and not s.keep_checkpoints else None
+    return finish_run(EpochDone(run, selection, identity, steps_per_epoch), epochs, final, results_dir, remove)
+
+
+def finish_run(done: EpochDone, epochs: int, final: EvalPoint, results_dir: Optional[Path],
+               remove_checkpoints: Optional[Callable[[], None]]) -> TrainingRun:
+    """The finished run: its curve appended under `results_dir`, its checkpoints removed if asked."""
+    curve = [from_columns(CurveRow, row) for row in done.run.curve]
     if results_dir is not None:
         append_curve(results_dir, curve)
-        if not s.keep_checkpoints and ckpt is not None:
-            remove_checkpoint(ckpt)
-    return TrainingRun(epochs, run, selection, final, steps_per_epoch, curve)
+        if remove_checkpoints is not None:
+            remove_checkpoints()
+    return TrainingRun(epochs, done.run, done.selection, final, done.steps_per_epoch, curve)

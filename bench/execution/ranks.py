@@ -1,6 +1,7 @@
 """N processes, one per device, joined by a process group (gloo on CPU, nccl on CUDA).
 
-The route to real concurrency for methods whose library drives its own schedule
+A distributed cell starts its ranks here once, for the whole cell
+(bench/cell/rank_phases.py).  The route to real concurrency for methods whose library drives its own schedule
 (torch.distributed.pipelining's GPipe/1F1B, DistributedDataParallel), and to
 several machines.  Each rank gets `threads_per_device` intra-op threads, set
 before any work.  Results come back through a queue that is read *before* the
@@ -33,14 +34,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from .devices import DeviceSet
-from .record import RunRecord, check_finite
 from .threads import use_threads
 
-__all__ = ["run_ranks", "RanksFailed", "RankWrapper", "free_port", "record_from_ranks"]
-
-RankWrapper = Callable[[Callable, tuple], tuple[Callable, tuple]]
-"""(rank fn, args) -> (rank fn, args): how the profiler runs each rank under torch.profiler;
-each rank then runs `fn(rank, world, device, *args)`."""
+__all__ = ["run_ranks", "RanksFailed", "free_port"]
 
 
 def free_port() -> int:
@@ -195,24 +191,3 @@ def run_ranks(fn: Callable, devices: DeviceSet, args: tuple = (), timeout_s: flo
     if failure is not None:
         raise failure
     return [collected[r] for r in range(world)]
-
-
-def record_from_ranks(results: list[dict], warmup_steps: int) -> RunRecord:
-    """A batch is done when every rank is done with it; losses are averaged over the ranks that have one.
-
-    Per-rank busy time is not recorded: inside a library schedule a rank's step
-    time includes waiting for its neighbours, which is not work.
-    """
-    completions = [max(ts) for ts in zip(*(r["completion_times"] for r in results))]
-    losses = []
-    for i, per_rank in enumerate(zip(*(r["losses"] for r in results))):
-        values = [v for v in per_rank if v is not None]
-        loss = sum(values) / len(values)
-        check_finite(loss, "ranks", i)
-        losses.append(loss)
-    return RunRecord(
-        start_time=min(r["start_time"] for r in results),
-        completion_times=completions,
-        losses=losses,
-        warmup_steps=warmup_steps,
-    )

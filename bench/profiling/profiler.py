@@ -38,7 +38,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, schedule, tensorboard_trace_handler
 
 from bench import REPO_ROOT
-from bench.execution.choice import Executor, choose_executor, run_training
+from bench.execution.choice import run_training
 from bench.execution.devices import DeviceSet
 from bench.execution.record import RunRecord
 from bench.grid.settings import ProfileSchedule
@@ -158,17 +158,7 @@ def _run_profiled(method: Method, devices: DeviceSet, balance: Sequence[int], ba
     """The cell's executor once more, under the profiler; `prof.step()` as each batch completes."""
     worker = trace_worker_name(method.name, devices.count, _batch_size(batches))
     run = functools.partial(run_training, method, batches, devices, balance, warmup_steps=0, queue_depth=queue_depth,
-                            timeout_s=timeout_s, executor=executor)
-    kind = choose_executor(method, devices.count, executor)
-    if kind in (Executor.RANKS, Executor.PROCESSES):
-        cuda = devices.kind == "cuda"
-
-        def under_profiler(fn: Callable, args: tuple) -> tuple[Callable, tuple]:
-            if kind is Executor.RANKS:  # a method's own rank job: its loop is `timed_loop`, which steps the profiler
-                return profiled_rank_steps, (fn, str(trace_dir), cuda, worker, plan, *args)
-            return profiled_rank, (fn, str(trace_dir), cuda, worker, *args)
-
-        return run(rank_wrapper=under_profiler, absorb_results=False)
+                            executor=executor)
     prof = profile(
         activities=_activities(devices),
         schedule=schedule(wait=plan.wait, warmup=plan.warmup, active=plan.active, repeat=1),
@@ -191,14 +181,11 @@ def profile_cell(method: Method, devices: DeviceSet, balance: Sequence[int], bat
     trace_dir.mkdir(parents=True, exist_ok=True)
     if len(batches) < plan.recorded_steps:
         raise ValueError(f"profiling needs {plan.recorded_steps} batches, got {len(batches)}")
-    kind = choose_executor(method, devices.count, executor)
-    in_ranks = kind in (Executor.RANKS, Executor.PROCESSES)
-    trial = method if in_ranks else copy.deepcopy(method)  # ranks train pickled copies
+    trial = copy.deepcopy(method)
     before = trace_names(trace_dir)
     with ThreadNameRecorder("main (drives the run; ProfilerStep marks)") as recorder:
         record = _run_profiled(trial, devices, balance, batches, plan, trace_dir, queue_depth, timeout_s, executor)
-    if not in_ranks:  # ranks name their own threads (profiled_rank)
-        _name_new_traces(trace_dir, before, recorder.names, trace_dir.name)
+    _name_new_traces(trace_dir, before, recorder.names, trace_dir.name)
     return profile_result(method.name, trace_dir, before, record, plan, balance)
 
 
