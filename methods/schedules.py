@@ -3,13 +3,19 @@
 Why per optimizer: a decoupled method has one optimizer per stage (each
 `StageStep.optimizer`), a coupled one a single one (`Method.optimizers` lists
 them; a rank method's ranks start each epoch from its lr); the reference trains every stage with the same schedule, so every optimizer gets
-its own scheduler of the same kind.  The references step
-`torch.optim.lr_scheduler.CosineAnnealingLR(T_max=epochs, eta_min=lr_min)` once
-per *epoch* (after the epoch's batches), so epoch e (1-based) of E trains at
+its own scheduler of the same kind.  Here "cosine" is
+`torch.optim.lr_scheduler.CosineAnnealingLR(T_max=epochs, eta_min=lr_min)`,
+stepped once per *epoch* (after the epoch's batches), so epoch e (1-based) of E
+trains at
 
     lr_min + (lr - lr_min) * (1 + cos(pi * (e - 1) / E)) / 2
 
-and "constant" keeps `lr` throughout.
+and "constant" keeps `lr` throughout.  The references use no scheduler class:
+at the start of every epoch they set a hand-written cosine of the steps done,
+`end + (base - end) * (1 + cos(pi * s / S)) / 2` with s = (e - 1) x steps per
+epoch and S = E x steps per epoch (SCPL `main.py:19-23,296`; DASCPL
+`utils/utils.py:253-257,271-275`, `train_vision.py:464-466`).  s / S = (e - 1) / E,
+so the two give every epoch the same rate (tests/test_schedules.py).
 """
 from __future__ import annotations
 

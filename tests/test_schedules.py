@@ -35,6 +35,22 @@ def test_cosine_at_known_epochs_matches_the_papers_schedule():
         assert lrs[epoch - 1] == pytest.approx(cosine_lr(epoch, 200, 1e-3, 1e-5), rel=1e-9)
 
 
+def _reference_lr(base_lr: float, end_lr: float, step: int, max_steps: int) -> float:
+    """The references' hand-written cosine (SCPL main.py:19-23; DASCPL utils/utils.py:253-257, 271-275)."""
+    q = 0.5 * (1 + math.cos(math.pi * step / max_steps))
+    return base_lr * q + end_lr * (1 - q)
+
+
+@pytest.mark.parametrize("epochs,steps_per_epoch", [(200, 49), (7, 3)])
+def test_cosine_rates_equal_the_references_per_epoch_rates(epochs, steps_per_epoch):
+    """The references set the rate at each epoch's start from the steps done (SCPL main.py:296)."""
+    lrs = _lrs("cosine", epochs)
+    max_steps = epochs * steps_per_epoch
+    for epoch in range(1, epochs + 1):
+        done = (epoch - 1) * steps_per_epoch
+        assert lrs[epoch - 1] == pytest.approx(_reference_lr(1e-3, 1e-5, done, max_steps), rel=1e-9)
+
+
 def test_constant_keeps_the_lr():
     assert _lrs("constant", 5) == [1e-3] * 5
 
