@@ -30,8 +30,12 @@ def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
 class BasicBlock(nn.Module):
     """Two 3x3 conv+BN layers with a residual connection (He et al., 2016), LeakyReLU.
 
-    The shortcut is a 3x3 conv + BN whenever the shape changes (stride or
-    width), as in the reference; otherwise the identity.
+    The shortcut is a 3x3 (not 1x1) conv + BN when the block strides, as in
+    the references (DASCPL `model/vision_single.py:170-171`, SCPL
+    `ResNet.py:20-21`), otherwise the identity.  The references test the
+    stride only; here a width change at stride 1 gets the conv too (the
+    references' sum would fail on it).  ResNet-18 changes width only where it
+    strides, so the network is the reference's either way.
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
