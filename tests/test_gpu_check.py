@@ -9,7 +9,14 @@ import torch
 
 from bench import REPO_ROOT
 from bench.execution.capacity import check_device_counts
-from bench.gpu_check import NO_CUDA_MESSAGE, main, plan_cells, plan_torchrun_cells, trace_kernels
+from bench.gpu_check import (
+    NO_CUDA_MESSAGE,
+    check_same_training,
+    main,
+    plan_cells,
+    plan_torchrun_cells,
+    trace_kernels,
+)
 
 
 def _cells(*counts, kind="cuda"):
@@ -77,3 +84,17 @@ def test_torchrun_plan_runs_the_three_distributed_methods_with_nccl():
     assert plan[2].cell.settings.executor == "processes" and plan[0].cell.batch_size % 8 == 0
     assert [(p.label, p.cell.devices, p.needs_nccl) for p in plan_torchrun_cells(1)] == [("ddp (torchrun)", 1, False)]
     assert all(p.cell.settings.device_kind == "cuda" for p in plan)
+
+
+def test_runs_that_must_train_alike_are_compared_by_final_loss():
+    """SCPL processes against threads on the same GPUs, and each torchrun row against the same cell spawned."""
+    plan = plan_cells(2) + plan_torchrun_cells(2)
+    for item in plan:
+        item.row = SimpleNamespace(status="ok", final_train_loss=2.0)
+    assert check_same_training(plan) == []
+    by_label = {item.label: item for item in plan}
+    by_label["scpl processes (torchrun)"].row.final_train_loss = 2.01
+    by_label["ddp"].row = SimpleNamespace(status="failed", final_train_loss=None)  # reported with its cell, not here
+    by_label["ddp (torchrun)"].row.final_train_loss = 9.0
+    problems = check_same_training(plan)
+    assert len(problems) == 2 and all("scpl processes (torchrun) on 2 GPUs ends at loss 2.01" in p for p in problems)

@@ -19,6 +19,7 @@ from bench.run.multinode import run_torchrun, torchrun_command
 from bench.run.runner import run_grid
 from bench.store.curves import read_curves
 from bench.store.read import read_results
+from tests.conftest import InProcessLauncher
 
 pytestmark = [
     pytest.mark.slow,
@@ -51,12 +52,13 @@ CURVE_SAME = ["epoch", "train_loss", "stage_losses", "lr", "val_acc", "test_acc"
 
 @pytest.fixture(scope="module")
 def one_node(tmp_path_factory):
-    """The grid's cells run here as run_matrix.py runs them (a cell process spawning its ranks)."""
+    """The grid's cells on one node: the cell spawns its ranks, as under run_matrix.py (the cell itself runs in
+    the test process, tests/conftest.py's InProcessLauncher, to spare a torch import per cell)."""
     folder = tmp_path_factory.mktemp("one-node")
     grid_file = folder / "two-nodes.yaml"
     grid_file.write_text(GRID)
     grid = load_grid(str(grid_file))
-    summary = run_grid(grid, folder / "results", progress=False)
+    summary = run_grid(grid, folder / "results", progress=False, launcher=InProcessLauncher())
     assert summary.statuses == {"ok": len(grid.cells)}, summary.failure_text()
     return grid_file, grid, folder / "results"
 
