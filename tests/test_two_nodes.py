@@ -2,23 +2,31 @@
 --nproc-per-node 1`, c10d rendezvous on 127.0.0.1) stores the same row as the one-node local run.
 
 Each agent is a subprocess (`python -m torch.distributed.run`), as each node of a Slurm job
-starts one (bench/run/multinode.py); the second goes through `run_torchrun`, the node task's
-own call, which returns the row rank 0 stored. The cells: DDP, torch.distributed GPipe and
-SCPL with `executor: processes`, one epoch of a tiny training run each (gloo, CPU), so
-training, the in-rank evaluation and the curve are all compared, bit for bit.
+starts one (bench/run/multinode.py). For DDP the two agents are started by two Slurm node
+tasks (`run_node_task` with the environment Slurm gives a 2-node job, both hosts 127.0.0.1),
+so the rendezvous from Slurm's environment and the reporting task run for real; for the
+others by the test, the second agent through `run_torchrun`, which returns the row rank 0
+stored. The cells: DDP, torch.distributed GPipe and SCPL with `executor: processes`, one epoch
+of a tiny training run each (gloo, CPU), so training, the in-rank evaluation and the curve
+are all compared, bit for bit.
 """
+import json
 import math
+import socket
 import subprocess
+import sys
 
 import pytest
 
 from bench import REPO_ROOT
 from bench.grid import load_grid
 from bench.run.cell_process import cell_env
-from bench.run.multinode import run_torchrun, torchrun_command
+from bench.run.multinode import RDZV_PORT_BASE, run_torchrun, torchrun_command
 from bench.run.runner import run_grid
 from bench.store.curves import read_curves
 from bench.store.read import read_results
+from bench.store.records import from_columns
+from bench.store.row import ResultRow
 from tests.conftest import InProcessLauncher
 
 pytestmark = [
@@ -67,14 +75,11 @@ def _checked(value):
     return [float(v) for v in value] if hasattr(value, "__len__") and not isinstance(value, str) else value
 
 
-@pytest.mark.parametrize("method", ["ddp", "gpipe_dist", "scpl"])
-def test_two_torchrun_agents_store_the_one_node_row(method, one_node, tmp_path):
+def _two_agents(cell, grid_file, results):
+    """Two torchrun agents of one rendezvous; the second through `run_torchrun`, which returns the stored row."""
     from bench.execution.ranks import free_port
 
-    grid_file, grid, local_results = one_node
-    cell = next(c for c in grid.cells if c.method == method)
-    results = tmp_path / "results"
-    command = torchrun_command(2, 1, f"127.0.0.1:{free_port()}", f"two-nodes-{method}", grid_file, cell.cell_id,
+    command = torchrun_command(2, 1, f"127.0.0.1:{free_port()}", f"two-nodes-{cell.method}", grid_file, cell.cell_id,
                                results)
     other = subprocess.Popen(command, cwd=REPO_ROOT, env=cell_env(cell), stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -84,13 +89,53 @@ def test_two_torchrun_agents_store_the_one_node_row(method, one_node, tmp_path):
     finally:
         other.kill()
     assert other.returncode == 0, err[-2000:]
+    return row
+
+
+def _free_rendezvous_port() -> int:
+    for port in range(RDZV_PORT_BASE, RDZV_PORT_BASE + 1000):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) != 0:
+                return port
+    raise RuntimeError("no free port for the rendezvous")
+
+
+def _two_slurm_tasks(cell, grid_file, results):
+    """The tasks of a 2-node Slurm job as srun starts them (`run_node_task`, Slurm's environment), both on this host."""
+    job_id = str(_free_rendezvous_port() - RDZV_PORT_BASE)  # the task derives its port from the job id
+    code = ("import json, sys; from bench.run.multinode import run_node_task; "
+            "print(json.dumps(run_node_task(*json.loads(sys.argv[1]))))")
+    arguments = json.dumps([str(grid_file), cell.to_json(), 1, None, str(results), 1])
+    tasks = [subprocess.Popen([sys.executable, "-c", code, arguments], cwd=REPO_ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                              env={**cell_env(cell), "SLURM_JOB_ID": job_id, "SLURM_JOB_NODELIST": "127.0.0.1",
+                                   "SLURM_NNODES": "2", "SLURM_PROCID": str(task), "SLURM_NODEID": str(task)})
+             for task in range(2)]
+    try:
+        outputs = [task.communicate(timeout=150) for task in tasks]
+    finally:
+        for task in tasks:
+            task.kill()
+    assert [t.returncode for t in tasks] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert outputs[1][0].splitlines()[-1] == "null"  # only Slurm's process 0 reports the row
+    return from_columns(ResultRow, json.loads(outputs[0][0].splitlines()[-1]))
+
+
+@pytest.mark.parametrize("method, start", [("ddp", _two_slurm_tasks), ("gpipe_dist", _two_agents),
+                                           ("scpl", _two_agents)])
+def test_two_nodes_store_the_one_node_row(method, start, one_node, tmp_path):
+    grid_file, grid, local_results = one_node
+    cell = next(c for c in grid.cells if c.method == method)
+    results = tmp_path / "results"
+    row = start(cell, grid_file, results)
     assert row is not None and row.status == "ok", row and row.error
     local = read_results(local_results).set_index("cell_id").loc[cell.cell_id]
     stored = read_results(results).set_index("cell_id").loc[cell.cell_id]
     for column in SAME:
         assert _checked(stored[column]) == _checked(local[column]), column
     assert stored["devices"] == 2 and len(stored["device_names"]) == 2 and math.isfinite(stored["epoch_time_s"])
-    local_curve, curve = (read_curves(folder).set_index("cell_id").loc[[cell.cell_id]] for folder in (local_results, results))
+    local_curve, curve = (read_curves(folder).set_index("cell_id").loc[[cell.cell_id]]
+                          for folder in (local_results, results))
     assert len(local_curve) == len(curve) == 1
     for column in CURVE_SAME:
         assert [_checked(v) for v in curve[column]] == [_checked(v) for v in local_curve[column]], column

@@ -48,7 +48,8 @@ def _signal_name(code: int) -> str:
         return f"signal {-code}"
 
 
-def exit_row(cell: Cell, result: GroupResult, limit_s: float, elapsed_s: float, what: str = "cell process") -> ResultRow:
+def exit_row(cell: Cell, result: GroupResult, limit_s: float, elapsed_s: float,
+             what: str = "cell process") -> ResultRow:
     """The row of a cell whose process group ended without storing one: timeout, killed or failed."""
     if result.timed_out:
         return failed_row(cell, "timeout", f"cell exceeded its timeout of {limit_s:.0f} s", elapsed_s)

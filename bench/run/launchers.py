@@ -134,7 +134,8 @@ class SubmititLauncher:
             return len(pending)
         for path in pending:
             entry = json.loads(path.read_text())
-            job: submitit.SlurmJob = submitit.SlurmJob(folder=Path(ctx.results_dir) / "jobs" / "%j", job_id=entry["job_id"],
+            folder = Path(ctx.results_dir) / "jobs" / "%j"
+            job: submitit.SlurmJob = submitit.SlurmJob(folder=folder, job_id=entry["job_id"],
                                                        tasks=range(entry.get("tasks", 1)))
             self._collect(job, Cell.from_json(entry["cell"]), entry["attempt"], ctx, on_row)
         return 0

@@ -27,7 +27,8 @@ from typing import Mapping, Optional
 from bench.grid import Cell
 from bench.store.row import ResultRow
 
-__all__ = ["first_host", "rdzv_port", "torchrun_command", "slurm_torchrun_command", "run_torchrun", "run_node_task", "RDZV_PORT_BASE"]
+__all__ = ["first_host", "rdzv_port", "torchrun_command", "slurm_torchrun_command", "run_torchrun", "run_node_task",
+           "RDZV_PORT_BASE"]
 
 RDZV_PORT_BASE = 29500  # torchrun's default; a job adds its id modulo 1000 so jobs sharing a node differ
 
