@@ -74,62 +74,72 @@ def _rank_layers(balance: Sequence[int], rank: int, num_stages: int) -> list[int
 class PipelineTrainer:
     """One rank's layers as a `PipelineStage` under one GPipe/1F1B schedule, built once per cell.
 
-    Rank 0 reads the batches (inputs and labels); each batch's labels go from
-    rank 0 to the last rank, which computes the loss, by a point-to-point send
-    (a size, then the labels): one code path for any dataset, and no second,
-    label-only data stream to keep in step with rank 0's.
+    Rank 0 reads the batches (inputs and labels).  Per batch it broadcasts the
+    batch's size (every rank needs it: a pipeline stage fixes its shapes at its
+    first step, so an epoch's shorter last batch runs through a second stage and
+    schedule built for that size), then sends the labels to the last rank, which
+    computes the loss, by a point-to-point send: one code path for any dataset,
+    and no second, label-only data stream to keep in step with rank 0's.
     """
 
     shard: Optional[tuple[int, int]] = None
 
     def __init__(self, method: "GPipeDistributed", ctx: "RankContext") -> None:
-        from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
-
         model = method.model
         self.device, self.rank, self.world = ctx.device, ctx.rank, ctx.world
         self.first, self.last = ctx.first, ctx.last
         self.reads_data = ctx.first
+        self.options = method.options
         seq = as_pipeline(model)
         layers = _rank_layers(ctx_balance(ctx), ctx.rank, model.num_stages)
         self.part = RankPart(*[seq[i] for i in layers]).to(ctx.device)
-        stage = PipelineStage(self.part, stage_index=ctx.rank, num_stages=ctx.world, device=ctx.device)
-        schedule_cls = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}[method.options.schedule]
-        self.runner = schedule_cls(stage, n_microbatches=method.options.chunks, loss_fn=F.cross_entropy)
         self.optimizer = make_optimizer(self.part.parameters(), method.config)
+        self._runners: dict[int, object] = {}  # batch size -> its schedule over this rank's stage
 
-    def _labels(self, y: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
-        """The batch's labels where the loss is computed: sent from rank 0 to the last rank."""
+    def _runner(self, batch_size: int):
+        """The schedule for batches of `batch_size`, built the first time such a batch comes."""
+        from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+
+        if batch_size not in self._runners:
+            stage = PipelineStage(self.part, stage_index=self.rank, num_stages=self.world, device=self.device)
+            schedule_cls = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}[self.options.schedule]
+            self._runners[batch_size] = schedule_cls(stage, n_microbatches=self.options.chunks,
+                                                     loss_fn=F.cross_entropy)
+        return self._runners[batch_size]
+
+    def _size_and_labels(self, y: Optional[torch.Tensor]) -> tuple[int, Optional[torch.Tensor]]:
+        """The batch's size on every rank, its labels where the loss is computed (rank 0 sends them on)."""
         import torch.distributed as dist
 
         if self.world == 1:
-            return y
+            assert y is not None
+            return len(y), y.to(self.device)
+        size = torch.tensor([len(y) if y is not None else 0], dtype=torch.int64, device=self.device)
+        dist.broadcast(size, src=0)
+        batch_size = int(size.item())
         if self.first:
             assert y is not None, "rank 0 reads every batch"
-            labels = y.to(self.device)
-            dist.send(torch.tensor([len(labels)], dtype=torch.int64, device=self.device), self.world - 1)
-            dist.send(labels, self.world - 1)
-            return None
+            dist.send(y.to(self.device), self.world - 1)
+            return batch_size, None
         if self.last:
-            size = torch.empty(1, dtype=torch.int64, device=self.device)
-            dist.recv(size, 0)
-            labels = torch.empty(int(size.item()), dtype=torch.int64, device=self.device)
+            labels = torch.empty(batch_size, dtype=torch.int64, device=self.device)
             dist.recv(labels, 0)
-            return labels
-        return None
+            return batch_size, labels
+        return batch_size, None
 
     def step(self, x, y) -> Optional[float]:
-        labels = self._labels(y)
+        batch_size, labels = self._size_and_labels(y)
+        runner = self._runner(batch_size)
         self.optimizer.zero_grad(set_to_none=True)
         losses: list = []
         if self.world == 1:
-            assert labels is not None
-            self.runner.step(x.to(self.device), target=labels.to(self.device), losses=losses)
+            runner.step(x.to(self.device), target=labels, losses=losses)
         elif self.first:
-            self.runner.step(x.to(self.device))
+            runner.step(x.to(self.device))
         elif self.last:
-            self.runner.step(target=labels, losses=losses)
+            runner.step(target=labels, losses=losses)
         else:
-            self.runner.step()
+            runner.step()
         with record_function("gpipe_dist/step"):  # the schedule labels forward and backward itself
             self.optimizer.step()
         return float(torch.stack(losses).detach().mean()) if losses else None
