@@ -42,11 +42,11 @@ def run_schedule(schedule: Schedule, devices: int, warmup: int) -> Outcome:
     lo, hi = (completions[warmup - 1] if warmup > 0 else 0.0), completions[-1]
     busy = [0.0] * devices
     for item in timed.values():
-        resource = item.task.resource
-        if resource.startswith("device"):
-            d = int(resource[len("device"):])
-            busy[d] += max(0.0, min(item.end, hi) - max(item.start, lo))
+        stage = item.task.stage
+        if stage is None or not item.task.resource.startswith("device"):
+            continue  # a transfer or a collective on a link: no device computes
+        # by the stage's device, not the queue: on one thread (torchgpipe on CPU) each stage keeps its device
+        busy[schedule.lanes[stage]] += max(0.0, min(item.end, hi) - max(item.start, lo))
     span = hi - lo
-    # one thread for every device (torchgpipe on CPU): device0 carries all work; its share is everyone's
     bubble = tuple(max(0.0, 1.0 - b / span) if span > 0 else 0.0 for b in busy)
     return Outcome(statistics.median(gaps), bubble, tuple(completions), timed, tuple(schedule.lanes))
