@@ -1,8 +1,12 @@
 """DASCPL: SCPL plus a predictor per stage, early exits and dynamic layer accumulation.
 
 Stage loss = SupCon(projector) + CE(predictor on the *detached* stage features),
-unweighted, as in the reference.  The last stage's predictor is the model's
-head, so the deployed network is the same as SCPL's.
+unweighted, as in the reference.  The last stage has its own predictor *and*
+the model's head beside it, each trained by its CE on the detached features
+with the last stage's optimizer, as the reference (DASCPL
+`model/vision_multi.py:303-307,327` builds block 3 with a predictor and a
+separate head; `model/nlp_multi.py:553-559` likewise): K + 1 exits, the last
+the head, so the deployed network is SCPL's.
 
 Dynamic layer accumulation (options `trigger_steps` or `trigger_epochs`, one
 trigger per later stage): in "forward" mode stage k+1 starts training after
@@ -16,6 +20,7 @@ from __future__ import annotations
 from typing import Callable, Literal, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 from torch.profiler import record_function
@@ -36,10 +41,21 @@ Schedule = Callable[[int], str]  # i-th batch this stage sees -> "train" | "forw
 
 
 class PredictorObjective(ContrastiveObjective):
-    """SupCon on the projection + CE of the stage predictor on detached features."""
+    """SupCon on the projection + CE of the stage predictor on detached features.
 
-    def __init__(self, reducer, projector, predictor, config: MethodConfig):
+    `model_head` (the last stage only): the model's head, trained beside the
+    stage's own predictor by its CE on the same detached features.
+    """
+
+    def __init__(self, reducer, projector, predictor, config: MethodConfig, model_head: Optional[nn.Module] = None):
         super().__init__(reducer, projector, config, head=predictor)
+        self.model_head = model_head
+
+    def forward(self, out: Payload, y: torch.Tensor) -> torch.Tensor:
+        loss = super().forward(out, y)
+        if self.model_head is None:
+            return loss
+        return loss + F.cross_entropy(self.model_head(self.reducer(out).detach()), y)
 
 
 def accumulation_schedules(num_stages: int, triggers: Optional[Sequence[int]], mode: str) -> list:
@@ -124,10 +140,8 @@ class DASCPL(ExitsMixin, DecoupledMethod):
             make_projector(config.projector, d, model.modality) for d in model.feature_dims
         )
         self.predictors = nn.ModuleList(
-            make_predictor(opts.predictor, d, model.num_classes, model.modality)
-            for d in model.feature_dims[:last]
+            make_predictor(opts.predictor, d, model.num_classes, model.modality) for d in model.feature_dims
         )
-        heads = list(self.predictors) + [model.head]
         triggers = opts.trigger_steps
         if opts.trigger_epochs is not None:
             if not opts.steps_per_epoch:
@@ -137,7 +151,8 @@ class DASCPL(ExitsMixin, DecoupledMethod):
         schedules = accumulation_schedules(model.num_stages, triggers, opts.accumulation)
         self.steps = [
             AccumulatingStageStep(
-                k, stage, PredictorObjective(model.reducers[k], self.projectors[k], heads[k], config),
+                k, stage, PredictorObjective(model.reducers[k], self.projectors[k], self.predictors[k], config,
+                                             model.head if k == last else None),
                 lambda p: make_optimizer(p, config), schedule,
             )
             for k, (stage, schedule) in enumerate(zip(model.stages, schedules))
@@ -161,7 +176,11 @@ class DASCPL(ExitsMixin, DecoupledMethod):
         return None
 
     def exit_classifiers(self) -> list[nn.Module]:
+        """Every stage's predictor, then the head (on the last stage's output, beside its predictor)."""
         return list(self.predictors) + [self.model.head]
+
+    def exit_stages(self) -> list[int]:
+        return list(range(self.model.num_stages)) + [self.model.num_stages - 1]
 
     def affiliated_modules(self) -> list[nn.Module]:
         return [self.projectors, self.predictors]

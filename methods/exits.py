@@ -21,8 +21,13 @@ class ExitsMixin:
     """Methods with a classifier after every stage; `bench.cell.evaluation` scores each exit."""
 
     def exit_classifiers(self) -> list[nn.Module]:
-        """Exit k's classifier, applied to stage k's reduced output (the last is the head)."""
+        """Exit j's classifier, applied to the reduced output of stage `exit_stages()[j]` (the last is the head)."""
         raise NotImplementedError
+
+    def exit_stages(self) -> list[int]:
+        """The stage each exit reads, in exit order (non-decreasing): one exit per stage unless a method says
+        otherwise (DASCPL's last stage has its predictor and the head)."""
+        return list(range(len(self.exit_classifiers())))
 
 
 @dataclass(frozen=True)

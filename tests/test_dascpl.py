@@ -42,6 +42,7 @@ def _closed_form_cross_entropy(logits, labels):
 
 @pytest.mark.parametrize("k", [0, 3])
 def test_stage_loss_is_supcon_plus_predictor_cross_entropy(k):
+    """The last stage adds the head's CE beside its own predictor's (DASCPL model/vision_multi.py:395)."""
     method = _fresh()
     x, y = _batches()[0]
     with torch.no_grad():
@@ -51,10 +52,12 @@ def test_stage_loss_is_supcon_plus_predictor_cross_entropy(k):
     out = step.encoder(x).double()
     step.objective.double()
     features = out.flatten(1)
-    predictor = method.exit_classifiers()[k]
+    predictor = method.predictors[k]
     expected = _closed_form_supcon_reference(features, y.tolist(), 0.1) + _closed_form_cross_entropy(
         predictor(features), y.tolist()
     )
+    if k == method.model.num_stages - 1:
+        expected += _closed_form_cross_entropy(method.model.head(features), y.tolist())
     assert step.objective(out, y).item() == pytest.approx(expected, rel=1e-9)
 
 
@@ -76,13 +79,45 @@ def test_predictor_trains_on_detached_features():
     assert all(g.abs().sum() > 0 for g in full[len(encoder_params):])
 
 
-def test_one_predictor_per_stage_the_last_is_the_head():
+def test_every_stage_has_a_predictor_and_the_last_also_the_head():
+    """As the reference (model/vision_multi.py:303-307, 464-470): K predictors and the head, K + 1 exits."""
     method = _fresh()
+    stages = method.model.num_stages
     classifiers = method.exit_classifiers()
-    assert len(classifiers) == method.model.num_stages
-    assert classifiers[-1] is method.model.head
+    assert len(classifiers) == stages + 1 and len(method.predictors) == stages
+    assert classifiers[-1] is method.model.head and method.model.head not in list(method.predictors)
+    assert method.exit_stages() == list(range(stages)) + [stages - 1]
     for classifier, dim in zip(classifiers[:-1], method.model.feature_dims):
         assert classifier.in_features == dim and classifier.out_features == 10
+    # the last predictor is affiliated (training only); the deployed network is SCPL's: stages then head
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert method.parameter_counts() == (count(method.model), count(method.projectors) + count(method.predictors))
+    assert count(method.predictors[-1]) == method.model.feature_dims[-1] * 10 + 10  # Linear(d, 10): the last predictor
+    # the last stage's step trains its predictor and the head, on detached features
+    last = method.stage_steps()[-1]
+    trained = {id(p) for p in last.parameters()}
+    assert {id(p) for p in method.predictors[-1].parameters()} <= trained
+    assert {id(p) for p in method.model.head.parameters()} <= trained
+
+
+def test_last_predictor_and_head_learn_from_detached_features():
+    method = _fresh()
+    x, y = _batches()[0]
+    with torch.no_grad():
+        for stage in method.model.stages[:-1]:
+            x = stage(x)
+    step = method.stage_steps()[-1]
+    out = step.encoder(x)
+    loss = step.objective(out, y)
+    encoder_params = list(step.encoder.parameters())
+    from methods.losses import supcon_loss
+
+    full = torch.autograd.grad(loss, encoder_params, retain_graph=True)
+    supcon_only = torch.autograd.grad(supcon_loss(out.flatten(1), y), encoder_params)
+    for a, b in zip(full, supcon_only):
+        assert torch.allclose(a, b, atol=1e-7)
+    head_and_predictor = list(method.predictors[-1].parameters()) + list(method.model.head.parameters())
+    assert all(g.abs().sum() > 0 for g in torch.autograd.grad(loss, head_and_predictor))
 
 
 # --- dynamic layer accumulation ------------------------------------------------------------

@@ -5,8 +5,9 @@ it, place the stages they own (or, DDP, the whole network; the stages a
 pipeline rank does not own are filled with NaN, as they are stale in a cell)
 and run `evaluate_in_ranks`; rank 0's `EvalPoint` must equal `evaluate_now` here:
 SCPL as a pipeline, AL with its way back through the decoders, Early Exit
-with its exits and policies, DDP as replicas over contiguous shards.  One
-spawn evaluates all four, to keep the test cheap.
+with its exits and policies, DASCPL with two exits on its last stage, DDP
+as replicas over contiguous shards.  One spawn evaluates them all, to keep
+the test cheap.
 """
 import io
 
@@ -27,6 +28,7 @@ CASES = {  # name: (method, options, replicas)
     "scpl": ("scpl", {}, False),
     "al": ("al", {"hidden": 16}, False),
     "early_exit": ("early_exit", {}, False),
+    "dascpl": ("dascpl", {"predictor": "l"}, False),  # K + 1 exits: the last stage's predictor and the head
     "ddp": ("ddp", {}, True),
 }
 
@@ -107,7 +109,8 @@ def test_ranks_give_the_one_process_evaluation(evaluated, case):
         assert getattr(got.exits, name) == getattr(expected.exits, name), name
     # times are measurements: one per exit, growing with depth (cumulative per-stage compute)
     times = got.exits.exit_time_s
-    assert len(times) == 4 and all(t > 0 for t in times) and times == sorted(times)
+    assert len(times) == len(expected.exits.exit_acc) and all(t > 0 for t in times) and times == sorted(times)
+    assert len(times) == (5 if case == "dascpl" else 4)
 
 
 def test_replica_shards_are_contiguous_and_cover_every_batch():

@@ -21,12 +21,12 @@ import torch
 from bench.cell.model_selection import SelectionCurve
 from bench.execution.devices import synchronize
 from methods.base import Method
-from methods.exits import DEFAULT_POLICIES, choose_exits, parse_policy
+from methods.exits import DEFAULT_POLICIES, ExitsMixin, choose_exits, parse_policy
 from models import count_parameters
 from models.staged import Payload
 
-__all__ = ["test_batches", "accuracy", "test_accuracy", "ExitReport", "exit_classifiers", "exit_logits", "exit_parameters",
-           "exit_report", "evaluate_exits", "EvalPoint", "evaluate_now", "Evaluation"]
+__all__ = ["test_batches", "accuracy", "test_accuracy", "ExitReport", "exit_classifiers", "exit_stages", "exits_after",
+           "exit_logits", "exit_parameters", "exit_report", "evaluate_exits", "EvalPoint", "evaluate_now", "Evaluation"]
 
 
 def test_batches(dataset, batch_size: int, max_batches: Optional[int]) -> list:
@@ -74,26 +74,41 @@ class ExitReport:
 
 
 def exit_classifiers(method: Method) -> Optional[list[torch.nn.Module]]:
-    """Exit k's classifier for every stage k (methods/exits.py); None for a method without exits."""
+    """Every exit's classifier, in exit order (methods/exits.py); None for a method without exits."""
     return method.exit_classifiers() if hasattr(method, "exit_classifiers") else None
 
 
-def exit_logits(method: Method, classifiers: Sequence[torch.nn.Module], k: int, x: Payload) -> torch.Tensor:
-    """Exit k's logits from stage k's output `x` (`classifiers`: `exit_classifiers(method)`)."""
-    return classifiers[k](method.model.reducers[k](x))
+def exit_stages(method: Method) -> list[int]:
+    """The stage each exit reads, in exit order (`ExitsMixin.exit_stages`)."""
+    assert isinstance(method, ExitsMixin), f"{type(method).__name__} has no exits"
+    return method.exit_stages()
+
+
+def exits_after(method: Method, k: int) -> list[int]:
+    """The exits that read stage k's output, in exit order."""
+    return [j for j, stage in enumerate(exit_stages(method)) if stage == k]
+
+
+def exit_logits(method: Method, classifiers: Sequence[torch.nn.Module], j: int, x: Payload) -> torch.Tensor:
+    """Exit j's logits from the output `x` of the stage it reads (`classifiers`: `exit_classifiers(method)`)."""
+    return classifiers[j](method.model.reducers[exit_stages(method)[j]](x))
 
 
 def exit_parameters(method: Method, classifiers: Sequence[torch.nn.Module]) -> list[int]:
-    """Parameters used until exit k's answer, for every k: stages and exit classifiers 1..k.
+    """Parameters used until exit j's answer, for every j: the stages it reads through and exit classifiers 1..j.
 
-    Exit k's cost counts what ran before its answer was ready: stages 1..k and the
-    exit classifiers met on the way (a threshold policy evaluates each of them), as
-    exit_time_s does.  Counting only classifier k made the cost fall with depth
-    whenever an early classifier is wide (a 512-wide predictor on 32x32x32 features).
+    Exit j's cost counts what ran before its answer was ready: the stages up to the
+    one it reads and the exit classifiers met on the way (a threshold policy
+    evaluates each of them), as exit_time_s does.  Counting only classifier j made
+    the cost fall with depth whenever an early classifier is wide (a 512-wide
+    predictor on 32x32x32 features).
     """
-    used, counts = 0, []
-    for stage, classifier in zip(method.model.stages, classifiers):
-        used += count_parameters(stage) + count_parameters(classifier)
+    used, counts, ran = 0, [], 0
+    for classifier, k in zip(classifiers, exit_stages(method)):
+        for stage in method.model.stages[ran:k + 1]:
+            used += count_parameters(stage)
+        ran = max(ran, k + 1)
+        used += count_parameters(classifier)
         counts.append(used)
     return counts
 
@@ -133,12 +148,13 @@ def evaluate_exits(method: Method, batches: Sequence, policies: Sequence[str] = 
     labels, ready = [], [0.0] * n_exits
     for x, y in batches:
         start = time.perf_counter()
-        for k in range(n_exits):
+        for k in range(exit_stages(method)[-1] + 1):
             x = method.predict_stage(k, x)
-            logits = exit_logits(method, classifiers, k, x)
-            synchronize([logits.device])
-            ready[k] += time.perf_counter() - start
-            all_logits[k].append(logits.cpu())
+            for j in exits_after(method, k):
+                logits = exit_logits(method, classifiers, j, x)
+                synchronize([logits.device])
+                ready[j] += time.perf_counter() - start
+                all_logits[j].append(logits.cpu())
         labels.append(y)
     method.train(True)
     return exit_report([torch.cat(parts) for parts in all_logits], torch.cat(labels), ready, exit_parameters(method, classifiers),

@@ -49,7 +49,15 @@ from typing import Iterable, Iterator, Optional, Sequence
 import torch
 import torch.distributed as dist
 
-from bench.cell.evaluation import EvalPoint, ExitReport, exit_classifiers, exit_logits, exit_parameters, exit_report
+from bench.cell.evaluation import (
+    EvalPoint,
+    ExitReport,
+    exit_classifiers,
+    exit_logits,
+    exit_parameters,
+    exit_report,
+    exits_after,
+)
 from bench.execution.devices import synchronize
 from bench.execution.p2p import P2PReceiver, P2PSender
 from bench.execution.rank_context import RankContext
@@ -69,8 +77,8 @@ class _Pass:
 
     correct: int = 0
     total: int = 0
-    exit_logits: dict[int, list[torch.Tensor]] = field(default_factory=dict)  # stage -> per-batch CPU logits
-    exit_busy_s: dict[int, float] = field(default_factory=dict)  # stage -> seconds of stage + exit classifier
+    exit_logits: dict[int, list[torch.Tensor]] = field(default_factory=dict)  # exit -> per-batch CPU logits
+    exit_busy_s: dict[int, float] = field(default_factory=dict)  # exit -> seconds of its stage + its classifier
 
     def count(self, logits: torch.Tensor, y: torch.Tensor) -> None:
         self.correct += int((logits.argmax(dim=1).cpu() == y.cpu()).sum())
@@ -102,11 +110,15 @@ def _forward(method: Method, ctx: RankContext, source: Iterable, last: bool,
         for k in ctx.stages:
             start = time.perf_counter()
             x = method.predict_stage(k, x)
-            if classifiers is not None:
-                logits = exit_logits(method, classifiers, k, x)
+            if classifiers is None:
+                continue
+            # the stage's time goes to its first exit, each further exit adds its classifier's
+            for j in exits_after(method, k):
+                logits = exit_logits(method, classifiers, j, x)
                 synchronize([ctx.device])
-                seen.exit_busy_s[k] = seen.exit_busy_s.get(k, 0.0) + time.perf_counter() - start
-                seen.exit_logits.setdefault(k, []).append(logits.cpu())
+                seen.exit_busy_s[j] = seen.exit_busy_s.get(j, 0.0) + time.perf_counter() - start
+                start = time.perf_counter()
+                seen.exit_logits.setdefault(j, []).append(logits.cpu())
         if outbound is not None:
             outbound.put(x, y)
         elif method.return_path:
