@@ -57,6 +57,18 @@ def test_predicts_every_method_from_the_one_device_cells(folder, capsys):
     assert "## convnet on cifar10@synthetic" in text and "| scpl | 64 | 2 |" in text
 
 
+def test_timelines_are_drawn_per_batch_and_device_count(folder, tmp_path):
+    from bench.predict.links import load_link
+    from bench.predict.predictor import predict_grid
+    from bench.predict.run import timeline_figures
+    from bench.store.read import read_results
+
+    predictions = [p for p in predict_grid(read_results(folder), folder, [2], load_link("cpu-shared-memory"))
+                   if p.batch == 64]
+    written = timeline_figures(predictions, tmp_path)
+    assert [p.name for p in written if p.suffix == ".png"] == ["predicted_timeline_convnet_cifar10-synthetic_b64_d2.png"]
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--devices", "2"], "no such results folder"),
     (["--link", "carrier-pigeon"], "unknown link 'carrier-pigeon'"),

@@ -1,4 +1,4 @@
-"""`python -m bench.predict results/<grid> --devices 2 4 8 [--link NAME|FILE] [--balance all|auto|even|1,3]`
+"""`python -m bench.predict results/<grid> --devices 2 4 8 [--link NAME|FILE] [--balance all|auto|even|1,3] [--timelines]`
 and `python -m bench.predict --probe [--out FILE]`.
 
 Bad input (no results folder, no one-device cells, an unknown link, a bad
@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"a shipped link ({', '.join(shipped_links())}) or a .yaml link file")
     parser.add_argument("--balance", type=_balance, default="all",
                         help="all (every contiguous split, the best marked), auto, even, or e.g. 1,3")
+    parser.add_argument("--timelines", action="store_true",
+                        help="also draw each method's predicted timeline per batch and device count (plots/<grid>/)")
     parser.add_argument("--probe", action="store_true", help="measure this machine's hand-over, write a link file")
     parser.add_argument("--out", help="--probe: the link file to write (default results/links/<name>.yaml)")
     return parser
@@ -73,7 +75,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         link = load_link(args.link)
         start = time.perf_counter()
-        paths = predict_folder(Path(args.results), args.devices, link, args.balance)
+        paths = predict_folder(Path(args.results), args.devices, link, args.balance, args.timelines)
     except (LinkError, PredictError) as exc:
         print(f"bench.predict: {exc}", file=sys.stderr)
         return 2
