@@ -13,6 +13,7 @@ prints the comparison cell by cell (the table in docs/PREDICT.md).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -57,8 +58,10 @@ def _table(found: list) -> str:
 
 def predict_entry(results: Path = RESULTS, run: bool = True) -> dict:
     """The bench.json entry: ratio = 1 - median error (met when >= 1 - TARGET), the worst cell in the detail."""
+    load_before = os.getloadavg()[1]
     if run:
         run_grid(results)
+    load = f"load average (5 min) {load_before:.1f} before, {os.getloadavg()[1]:.1f} after, {os.cpu_count()} cores"
     found = comparisons(results)
     if not found:
         return {"name": "predict_step_time_accuracy", "ratio": 0.0, "target": 1 - TARGET,
@@ -71,7 +74,7 @@ def predict_entry(results: Path = RESULTS, run: bool = True) -> dict:
         "detail": (f"bench.predict from the 1-device cells of {GRID.name}: median |predicted/measured - 1| = "
                    f"{median:.3f} over {len(found)} two-device cells (target <= {TARGET}); worst "
                    f"{worst.cell.method} b{worst.cell.batch}: predicted {1000 * worst.predicted_s:.1f} ms, measured "
-                   f"{1000 * worst.measured_s:.1f} ms ({worst.ratio:.2f})"),
+                   f"{1000 * worst.measured_s:.1f} ms ({worst.ratio:.2f}); {load}"),
     }
 
 
@@ -81,8 +84,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--link", default="cpu-shared-memory")
     parser.add_argument("--no-run", action="store_true", help="compare what the folder holds; run nothing")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()[1]
     if not args.no_run:
         run_grid(Path(args.results))
+    print(f"load average (5 min): {load_before:.1f} before, {os.getloadavg()[1]:.1f} after, {os.cpu_count()} cores")
     found = comparisons(Path(args.results), args.link)
     print(_table(found))
     if found:
