@@ -88,4 +88,5 @@ def test_subset_runs_ok_on_two_devices(tmp_path):
     for row in frame.itertuples():
         assert row.final_train_loss == row.final_train_loss and 0.0 <= row.test_acc <= 1.0
     dascpl = frame[frame.method == "dascpl"].iloc[0]
-    assert len(dascpl.exit_acc) == 4 and len(dascpl.exit_params) == 4
+    # four stage predictors and the head, as the reference (K + 1 exits)
+    assert len(dascpl.exit_acc) == 5 and len(dascpl.exit_params) == 5
