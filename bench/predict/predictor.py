@@ -15,7 +15,7 @@ from typing import Iterable, Optional, Sequence
 
 import pandas as pd
 
-from models.partition import contiguous_balance
+from models.partition import contiguous_balance, even_balance
 
 from .costs import CostCurve
 from .inputs import Network, all_cells, cost_curves, one_device_cells, options_of
@@ -112,6 +112,7 @@ def predict_cell(method: str, curve: CostCurve, network: Optional[Network], batc
 
 
 def _balances(schedule: str, curve: CostCurve, batch: int, devices: int, choice: object) -> list[Optional[tuple[int, ...]]]:
+    """The splits `--balance` asks for (None: data parallelism, which has none; [] when none fits)."""
     stages = curve.num_stages
     if schedule == "data_parallel":
         return [None]
@@ -124,8 +125,6 @@ def _balances(schedule: str, curve: CostCurve, batch: int, devices: int, choice:
     if choice == "auto":
         return [balanced]
     if choice == "even":
-        from models.partition import even_balance
-
         return [tuple(even_balance(stages, devices))]
     splits: list[Optional[tuple[int, ...]]] = list(contiguous_splits(stages, devices))
     return splits if len(splits) <= MAX_SPLITS else [balanced]
