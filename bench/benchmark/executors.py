@@ -1,25 +1,25 @@
 """Decoupled stages in processes vs in threads: the cost of the process executor, as a ratio.
 
 SCPL on 2 CPU devices (one core each), the same cell run with `executor:
-threads` (bench/execution/pipeline.py) and `executor: processes`
-(bench/execution/distributed_pipeline.py).  ratio = threads' median step /
+threads` (bench/execution/pipeline.py) and `executor: processes` (one rank per
+device for the whole cell, bench/execution/rank_loops.py).  ratio = threads' median step /
 processes' median step; target >= 0.95 (the hand-over through gloo costs at
 most 5 %).
 
 Two ways to measure:
 - `CONFIGS` + `executor_ratios(samples)`: cells for `make bench`'s interleaved
-  rounds (bench/benchmark/ratios.py), once a cell's `executor` setting is
-  wired to the executor choice;
-- `python -m bench.benchmark.executors`: both executors driven from this
-  process on the same prepared batches, interleaved rounds, no cell
-  machinery; works before the wiring (ConvNet, batch 32 by default: quick).
+  rounds (bench/benchmark/ratios.py);
+- `python -m bench.benchmark.executors`: both executors on the same prepared
+  batches, interleaved rounds, no cell machinery (ConvNet, batch 32 by default:
+  quick): the threads in this process, the processes as ranks that each build
+  the method and run their stage group's loop (`_ranks_job`).
 """
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
+from typing import Optional
 
 __all__ = ["CONFIGS", "executor_ratios", "measure_direct", "TARGET"]
 
@@ -54,35 +54,62 @@ def _median_step(record) -> float:
     return step_stats(record).median_s
 
 
-def measure_direct(model: str = "convnet", dataset: str = "cifar10@synthetic", batch: int = 32,
-                   warmup: int = 2, steps: int = 6, rounds: int = 3, queue_depth: int = 2) -> dict:
-    """Median step of SCPL on 2 CPU devices under each executor, interleaved rounds, same batches."""
+def _method(model: str, dataset: str):
     import torch
 
-    from bench.execution import resolve_devices, run_pipelined, stage_devices
-    from bench.execution.distributed_pipeline import run_distributed_pipeline
-    from data import get_spec, load_dataset
-    from data.prepared import prepare_batches
+    from data import get_spec
     from methods import MethodConfig, create_method
     from models.build import build_model
 
+    torch.manual_seed(0)
+    return create_method("scpl", build_model(model, get_spec(dataset)), MethodConfig())
+
+
+def _batches(dataset: str, batch: int, count: int) -> list:
+    from data import get_spec, load_dataset
+    from data.prepared import prepare_batches
+
     spec = get_spec(dataset)
     train = load_dataset(dataset, split="train", seed=0, val_fraction=0.0)
-    batches = prepare_batches(train, batch, warmup + steps, 0, 1, spec.modality, spec)
-    torch.manual_seed(0)
-    base = create_method("scpl", build_model(model, spec), MethodConfig())
+    return prepare_batches(train, batch, count, 0, 1, spec.modality, spec)
+
+
+def _ranks_job(rank: int, world: int, device, model: str, dataset: str, batch: int, warmup: int, steps: int,
+               balance: list, queue_depth: int):
+    """One rank of the process executor: its stage group trained on rank 0's batches; rank 0's record."""
+    import torch.distributed as dist
+
+    from bench.execution.rank_context import pipeline_context
+    from bench.execution.rank_loops import StageGroupLoop
+
+    loop = StageGroupLoop(_method(model, dataset), pipeline_context(rank, world, device, balance), queue_depth)
+    batches = _batches(dataset, batch, warmup + steps) if rank == 0 else None
+    summary = loop.run(batches, warmup + steps, warmup)
+    gathered: Optional[list] = [None] * world if rank == 0 else None
+    dist.gather_object(summary, gathered, dst=0)
+    return loop.record(gathered, warmup) if gathered is not None else None
+
+
+def measure_direct(model: str = "convnet", dataset: str = "cifar10@synthetic", batch: int = 32,
+                   warmup: int = 2, steps: int = 6, rounds: int = 3, queue_depth: int = 2) -> dict:
+    """Median step of SCPL on 2 CPU devices under each executor, interleaved rounds, same batches."""
+    from bench.execution import resolve_devices, run_pipelined, stage_devices
+    from bench.execution.ranks import run_ranks
+
+    batches = _batches(dataset, batch, warmup + steps)
     devices = resolve_devices(2, "cpu", threads_per_device=1)
-    stages = len(base.stage_steps())
+    stages = len(_method(model, dataset).stage_steps())
     balance = [stages // 2, stages - stages // 2]
     times: dict[str, list[float]] = {"threads": [], "processes": []}
     for r in range(rounds):
         for name in times:
-            method = copy.deepcopy(base)
-            method.place(stage_devices(balance, devices.devices))
             if name == "threads":
+                method = _method(model, dataset)
+                method.place(stage_devices(balance, devices.devices))
                 record = run_pipelined(method.stage_steps(), balance, devices, batches, warmup, queue_depth)
             else:
-                record = run_distributed_pipeline(method, balance, devices, batches, warmup, queue_depth)
+                record = run_ranks(_ranks_job, devices, (model, dataset, batch, warmup, steps, balance,
+                                                         queue_depth))[0]
             times[name].append(_median_step(record))
             print(f"round {r + 1}/{rounds} {name}: {times[name][-1] * 1000:.1f} ms/step", flush=True)
     threads, processes = statistics.median(times["threads"]), statistics.median(times["processes"])

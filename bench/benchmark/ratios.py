@@ -8,9 +8,15 @@ device's work) and *efficiency* = measured speedup / ideal.
 
 Writes results/bench/bench.json: [{"name", "ratio", "target", "detail"}, ...]
 and prints the same as a table.  Always exits 0: a missed target is a finding.
+
+`python -m bench.benchmark --only NAME [NAME ...]` runs only those groups of
+entries (`GROUPS`; an unknown name: exit 2 listing them) and merges what they
+measure into bench.json, replacing entries of the same name and keeping the rest.
 """
 from __future__ import annotations
 
+import argparse
+import functools
 import json
 import os
 import platform
@@ -19,8 +25,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from bench import REPO_ROOT
+from bench.benchmark.distributed import STEP_RATE_METHODS, cell_rss_entry, step_rate_entry
 from bench.benchmark.dry_run_speed import dry_run_entry
 from bench.benchmark.executors import CONFIGS as EXECUTOR_CONFIGS
 from bench.benchmark.executors import executor_ratios
@@ -30,7 +38,7 @@ from bench.execution.threads import available_cores, thread_env
 from bench.grid import Cell, CellSettings
 from bench.run.runner import run_cell_subprocess
 
-__all__ = ["main", "CONFIGS"]
+__all__ = ["main", "CONFIGS", "GROUPS"]
 
 ROUNDS = int(os.environ.get("SCPLBENCH_BENCH_ROUNDS", "3"))
 SETTINGS = CellSettings(warmup_steps=2, steps=6, eval_batches=1, eval_batch_size=64, timeout_s=900)
@@ -74,18 +82,19 @@ def _pipeline_ideal(row) -> float:
     return sum(busy) / max(busy)
 
 
-def measure(rounds: int = ROUNDS) -> dict:
-    samples: dict[str, list] = {name: [] for name in CONFIGS}
+def measure(rounds: int = ROUNDS, configs: dict = CONFIGS, bare: bool = True) -> dict:
+    samples: dict[str, list] = {name: [] for name in configs}
     samples["bare_scpl_1dev"] = []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
-            for name, cell in CONFIGS.items():
+            for name, cell in configs.items():
                 row = run_cell_subprocess(cell, None, Path(tmp))
                 if row.status != "ok":
                     raise RuntimeError(f"{name} failed: {row.error}")
                 samples[name].append(row)
                 print(f"round {r + 1}/{rounds} {name}: {(row.step_time_median_s or 0) * 1000:.0f} ms/step", flush=True)
-            samples["bare_scpl_1dev"].append(_bare_loop())
+            if bare:
+                samples["bare_scpl_1dev"].append(_bare_loop())
     return samples
 
 
@@ -183,17 +192,52 @@ def machine_facts() -> str:
             f"python {platform.python_version()}, {ROUNDS} interleaved rounds, medians")
 
 
-def main() -> int:
-    entries = ratios(measure())
-    entries += training_entries(ROUNDS)
-    entries.append(dry_run_entry())
-    entries.append(predict_entry())  # bench.predict vs the predict_check grid's two-device cells
+def _executors() -> list[dict]:
+    """SCPL on 2 devices, processes vs threads, alone (the same cells as in the full rounds)."""
+    return executor_ratios(measure(configs=EXECUTOR_CONFIGS, bare=False))
+
+
+def _one(entry: Callable[..., dict], *args) -> list[dict]:
+    return [entry(*args)]
+
+
+# name -> what it measures (a list of entries); `make bench` runs them all, `--only` some
+GROUPS: dict[str, Callable[[], list[dict]]] = {
+    "speed": lambda: ratios(measure()),
+    "executors": _executors,
+    "training": lambda: training_entries(ROUNDS),
+    **{f"training_step_rate_{k}": functools.partial(_one, step_rate_entry, k, ROUNDS) for k in STEP_RATE_METHODS},
+    "cell_rss": lambda: [cell_rss_entry()],
+    "dry_run": lambda: [dry_run_entry()],
+    "predict": lambda: [predict_entry()],  # bench.predict vs the predict_check grid's two-device cells
+}
+FULL = ("speed", "training", *(f"training_step_rate_{k}" for k in STEP_RATE_METHODS), "cell_rss", "dry_run",
+        "predict")  # "executors" is part of "speed"
+
+
+def _merged(path: Path, entries: list[dict]) -> list[dict]:
+    """bench.json's entries with `entries` in place of those of the same name (appended when new)."""
+    old = json.loads(path.read_text()) if path.exists() else []
+    new = {e["name"]: e for e in entries}
+    kept = [new.pop(e["name"], e) for e in old]
+    return kept + list(new.values())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.benchmark", description="make bench: speed targets as ratios")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help=f"run only these groups: {', '.join(GROUPS)}")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.only or [] if n not in GROUPS]
+    if unknown:
+        print(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(GROUPS)}", file=sys.stderr)
+        return 2
+    entries = [e for name in (args.only or FULL) for e in GROUPS[name]()]
     path = REPO_ROOT / "results" / "bench" / "bench.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     facts = machine_facts()
     for e in entries:
         e["detail"] = f"{e['detail']}; {facts}"
-    path.write_text(json.dumps(entries, indent=2))
+    path.write_text(json.dumps(_merged(path, entries) if args.only else entries, indent=2))
     print(f"\n{facts}\n")
     print(f"{'name':45s} {'ratio':>7s} {'target':>7s}  verdict")
     for e in entries:
@@ -202,7 +246,3 @@ def main() -> int:
         print(f"{e['name']:45s} {e['ratio']:7.3f} {'-' if target is None else f'{target:.2f}':>7s}  {verdict}")
     print(f"\nwritten to {path}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
