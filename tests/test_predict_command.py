@@ -72,6 +72,7 @@ def test_timelines_are_drawn_per_batch_and_device_count(folder, tmp_path):
 @pytest.mark.parametrize("argv,message", [
     (["--devices", "2"], "no such results folder"),
     (["--link", "carrier-pigeon"], "unknown link 'carrier-pigeon'"),
+    (["--balance", "two,2"], "balance 'two,2': use all, auto, even"),
 ])
 def test_bad_input_exits_2_with_one_line(folder, capsys, argv, message):
     target = [str(folder / "missing")] if "no such" in message else [str(folder)]

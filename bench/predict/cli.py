@@ -30,9 +30,17 @@ def _balance(text: str) -> object:
     return parts
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the project's rule for bad input), exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"bench.predict: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench.predict", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _OneLineParser(prog="python -m bench.predict", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", nargs="?", help="a results folder, results/<grid>")
     parser.add_argument("--devices", type=int, nargs="+", default=[2, 4, 8], help="device counts to predict")
     parser.add_argument("--link", default=DEFAULT_LINK,
