@@ -68,6 +68,7 @@ def reference_init(block: "EncoderBlockStage") -> None:
         nn.init.xavier_uniform_(attention.out_proj.weight)
         _linear_default_bias(attention.out_proj.bias, d)
     for linear in (block.feed_forward[0], block.feed_forward[3]):
+        assert isinstance(linear, nn.Linear)
         nn.init.xavier_uniform_(linear.weight)  # its bias keeps nn.Linear's init
 
 
