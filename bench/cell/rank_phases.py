@@ -26,6 +26,8 @@ Per rank, in order (the same phases as bench/cell/phases.py, in rank form):
   per rank (checkpoint.RankCheckpoints) as due.  An epoch's time is taken on
   rank 0's clock between two barriers, every device synchronised first;
   evaluation and checkpointing are outside it;
+- with `profile` set, the rank loop once more under the profiler, on fresh
+  batches, its state restored after (bench/profiling/rank_profile.py);
 - per-rank results (the loop's small records, peak memory) go to rank 0 with
   `dist.gather_object`; rank 0 builds the `RunRecord`, the row (the same
   `rows.cell_row` from the same phase columns) and, for a training run, the curve.
@@ -45,7 +47,16 @@ from bench.cell.checkpoint import RankCheckpoints, RunState
 from bench.cell.evaluation import EvalPoint, Evaluation
 from bench.cell.memory import rank_peak, ranks_memory, reset_peak
 from bench.cell.model_selection import SelectionCurve, segment_lengths
-from bench.cell.phases import CellData, PlacedMethod, SampledSteps, Trained, build_method, judge_health, prepare_data
+from bench.cell.phases import (
+    CellData,
+    PlacedMethod,
+    Profiled,
+    SampledSteps,
+    Trained,
+    build_method,
+    judge_health,
+    prepare_data,
+)
 from bench.cell.rank_evaluation import evaluate_in_ranks
 from bench.cell.rows import cell_row, utc_now
 from bench.cell.timing import step_stats
@@ -61,6 +72,7 @@ from bench.execution.record import NonFiniteLossError
 from bench.grid import Cell
 from bench.store.row import ResultRow
 from data.epochs import EpochStream, batches_per_epoch
+from data.prepared import prepare_batches
 from methods.base import Method
 from methods.rank_method import RankMethod
 from methods.schedules import current_lr, make_schedulers
@@ -210,6 +222,7 @@ def run_rank_program(cell: Cell, rank: int, world: int, device: torch.device, da
     result: Any = _run_epochs(me, balance, results_dir) if cell.settings.is_training_run else _sample(me)
     peaks = me.gather(rank_peak(device))
     evaluation = result.final_evaluation(me)
+    profiled = _profile(me, results_dir)
     if not first:
         return None
     assert devices is not None and peaks is not None
@@ -217,9 +230,32 @@ def run_rank_program(cell: Cell, rank: int, world: int, device: torch.device, da
     train_mem = training_memory_bytes(method, data.timed[0]) if s.count_train_memory else []
     trained = Trained(result.outcome, ranks_memory(peaks, train_mem))
     placed = PlacedMethod(method, devices, balance, costs, s.executor)
+    profile_columns = Profiled(profiled, trained.result.step_median_s, results_dir).columns() if profiled else {}
     return cell_row(cell, data.columns(), built.columns(), placed.columns(), trained.columns(), evaluation.columns(),
-                    {}, judge_health(cell, data, trained, evaluation),
+                    profile_columns, judge_health(cell, data, trained, evaluation),
                     started_at=started_at, duration_s=time.perf_counter() - wall_start)
+
+
+def _profile(me: _Rank, results_dir: Optional[Path]) -> Any:
+    """With `profile` set: the rank loop once more under the profiler, after evaluation; rank 0's result.
+
+    On fresh batches, its training state restored after (bench/profiling/rank_profile.py),
+    so neither the timings nor the accuracy see it.
+    """
+    from bench.profiling.profiler import cell_trace_dir
+    from bench.profiling.rank_profile import profile_in_rank
+
+    cell, data = me.cell, me.data
+    s = cell.settings
+    plan = s.profile
+    if plan is None:
+        return None
+    steps = plan.batches(me.ctx.world, s.queue_depth)
+    batches = prepare_batches(data.train_set, cell.batch_size, steps, cell.seed + 20_000, s.views,
+                              data.spec.modality, data.spec) if me.loop.reads_data else []
+    trace_dir = cell_trace_dir(results_dir, cell.grid, cell.label, cell.cell_id)
+    return profile_in_rank(me.loop, me.ctx, me.batches(batches), steps, plan, trace_dir, cell.method,
+                           cell.batch_size)
 
 
 def _reads_training(cell: Cell, rank: int) -> bool:

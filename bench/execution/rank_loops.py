@@ -14,6 +14,10 @@ for the whole cell; each holds one `RankLoop` for its whole life.  Two kinds:
   steps; the ranks that read data are the trainer's to say (DDP: every rank,
   its slice of each global batch; gpipe_dist: rank 0).
 
+Both call the hooks of `methods.rank_method.step_hooks()` with i once this
+rank is done with batch i (the in-rank profiler, bench/profiling/rank_profile.py,
+steps there).
+
 `run` returns what this rank measured (a small dict: times as offsets from the
 segment's start barrier, losses, busy times); rank 0 gathers them
 (`dist.gather_object`) and `record` turns them into the `RunRecord` the
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Any, Iterable, Iterator, Optional, Protocol, cast
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, cast
 
 import torch
 import torch.distributed as dist
@@ -134,6 +138,18 @@ class _Nowhere:
         pass
 
 
+def _hooked(hooks: list[Callable[[int], None]]) -> Optional[Callable[[int], None]]:
+    """One callback calling every hook with the batch index (None without hooks)."""
+    if not hooks:
+        return None
+
+    def each(i: int) -> None:
+        for hook in hooks:
+            hook(i)
+
+    return each
+
+
 class StageGroupLoop:
     """This rank's contiguous group of decoupled stage steps, placed on its device once."""
 
@@ -160,7 +176,7 @@ class StageGroupLoop:
         inbound: Inbound = (_BatchFeed(batches or [], self.chunks, ctx.device) if ctx.first
                             else P2PReceiver(ctx.rank - 1, ctx.device))
         record = run_stage_group(self.steps, ctx.stages, ctx.device, inbound, outbound, chunks=self.chunks,
-                                 warmup_steps=warmup_steps, last=ctx.last)
+                                 warmup_steps=warmup_steps, last=ctx.last, on_batch_done=_hooked(step_hooks()))
         return {"rank": ctx.rank, "start_time": start, "record": record.shifted(-start)}
 
     def record(self, gathered: list[dict], warmup_steps: int) -> RunRecord:

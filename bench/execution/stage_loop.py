@@ -19,7 +19,7 @@ previous device (`Inbound.wait`) and for room downstream (`Outbound.put`) do not
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Optional, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
 
 import torch
 from torch.profiler import record_function
@@ -68,14 +68,17 @@ def _sync(device: torch.device) -> None:
 
 
 def run_stage_group(steps: Sequence[StageStep], stages: Sequence[int], device: torch.device, inbound: Inbound,
-                    outbound: Outbound, *, chunks: int, warmup_steps: int, last: bool) -> GroupRecord:
+                    outbound: Outbound, *, chunks: int, warmup_steps: int, last: bool,
+                    on_batch_done: Optional[Callable[[int], None]] = None) -> GroupRecord:
     """Train `steps[k]` for k in `stages` on every micro-batch from `inbound`; outputs go to `outbound`.
 
     Each batch arrives as `chunks` micro-batches (`Method.micro_batches`), so
     micro-batch m is chunk m % chunks of batch m // chunks: both transports keep
     the order.  A stage's loss counts once it returns one (its last chunk).
     The `last` group synchronises its device as a batch completes, so a
-    completion time means the batch has left the pipeline.  Raises what a step
+    completion time means the batch has left the pipeline.  `on_batch_done(i)`
+    runs in this loop's thread once the group is done with batch i and has
+    handed it on (a rank's profiler steps there).  Raises what a step
     raises (NonFiniteLossError names the stage); the transport's side stops the
     other devices.
     """
@@ -115,5 +118,7 @@ def run_stage_group(steps: Sequence[StageStep], stages: Sequence[int], device: t
         if batch_done:
             record.completion_times.append(now)
         outbound.put(x, y)
+        if on_batch_done is not None and c == chunks - 1:
+            on_batch_done(i)
     outbound.close()
     return record
