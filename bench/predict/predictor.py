@@ -25,7 +25,7 @@ from .outcome import Outcome, run_schedule
 from .schedules import Plan, build_schedule
 
 __all__ = ["Prediction", "PredictError", "predict_grid", "predict_cell", "contiguous_splits", "best_balances",
-           "bp_like_method", "curve_for", "OWN_COSTS"]
+           "bp_like_method", "curve_for", "facts_of", "OWN_COSTS"]
 
 OWN_COSTS = ("naive", "decoupled", "decoupled_microbatch")  # schedules whose one-device run is the stage work
 MAX_SPLITS = 64  # contiguous splits tried per method and device count before falling back to balanced ones
@@ -73,6 +73,11 @@ def bp_like_method(methods: Iterable[str], settings_of: dict[str, dict]) -> Opti
         if cls.bp_gradient and cls.schedule_for(options_of(name, settings_of.get(name, {}))) == "naive":
             return name
     return None
+
+
+def facts_of(network: Network, results_dir: Path) -> ModelFacts:
+    """The network's sizes, through the folder's cache (model_facts.py)."""
+    return model_facts(network.model, network.dataset, network.kwargs_json, cache_dir=results_dir)
 
 
 def curve_for(method: str, schedule: str, network: Network, curves: dict[tuple[str, Network], CostCurve],
@@ -156,7 +161,7 @@ def predict_grid(frame: pd.DataFrame, results_dir: Path, devices: Sequence[int],
                 continue
             for split in _balances(schedule, curve, batch, n, balance):
                 outcome = predict_cell(method, curve, network, batch, n, split, link, settings_of[method],
-                                       kind_of[method])
+                                       kind_of[method], facts_of(network, results_dir))
                 base = measured_bp.get((network, batch))
                 out.append(Prediction(method, network, batch, n, split or (), outcome.step_s,
                                       base / outcome.step_s if base and outcome.step_s > 0 else None,

@@ -16,7 +16,7 @@ import pandas as pd
 from .inputs import CellFacts, all_cells, cost_curves, one_device_cells, options_of
 from .links import Link
 from .outcome import Outcome
-from .predictor import bp_like_method, curve_for, predict_cell
+from .predictor import bp_like_method, curve_for, facts_of, predict_cell
 
 __all__ = ["Comparison", "compare_cells"]
 
@@ -64,6 +64,6 @@ def compare_cells(frame: pd.DataFrame, results_dir: Path, link: Link,
         if split is None and schedule != "data_parallel":
             continue
         outcome = predict_cell(cell.method, curve, cell.network, cell.batch, cell.devices, split, link,
-                               cell.settings, cell.device_kind)
+                               cell.settings, cell.device_kind, facts_of(cell.network, Path(results_dir)))
         out.append(Comparison(cell, balance, outcome.step_s, cell.step_s, outcome))
     return out
