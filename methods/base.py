@@ -34,8 +34,8 @@ class Execution(str, Enum):
         whose own engine pipelines inside the step).
     DECOUPLED: independent `StageStep`s (local losses); stage k may work on batch
         t+1 while stage k+1 works on batch t, so N devices run pipelined.
-    RANKS: the method runs its own rank processes (DDP, torch.distributed.pipelining)
-        through `rank_job`.
+    RANKS: the method trains in the rank processes of its cell's job (DDP,
+        torch.distributed.pipelining), each rank through its `rank_trainer`.
     """
 
     COUPLED = "coupled"

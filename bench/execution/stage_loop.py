@@ -6,7 +6,7 @@ As in torch.distributed.pipelining, three things are kept apart: the stage
 stage steps in order, hands the output on; decoupled stages need no backward
 schedule across devices) and the transport (how a micro-batch reaches the
 device and leaves it).  `pipeline.run_pipelined` plugs bounded `queue.Queue`s
-between threads into this loop; `distributed_pipeline` plugs `isend`/`irecv`
+between threads into this loop; `rank_loops.StageGroupLoop` plugs `isend`/`irecv`
 between processes (`p2p`).  Busy times, intervals, losses and completion
 times are therefore measured by one piece of code for both executors, and
 `record.record_from_groups` turns what the devices measured into the
