@@ -116,3 +116,12 @@ def test_ddp_all_reduce_follows_the_ring_formula(n):
     ring = 2e-5 + 2 * (n - 1) / n * nbytes / 1e9
     assert link.all_reduce_s(nbytes, n) == pytest.approx(ring)
     assert _outcome("data_parallel", plan).step_s == pytest.approx(1.0 + 2.0 + ring + 0.5)
+
+
+def test_every_registered_method_declares_a_schedule_the_simulator_has():
+    from bench.predict.schedules import SCHEDULES
+    from methods import list_methods, method_class
+
+    for name in list_methods():
+        assert method_class(name).schedule_for({}) in SCHEDULES, name
+    assert method_class("gpipe_dist").schedule_for({"schedule": "1f1b"}) == "1f1b"
