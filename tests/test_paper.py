@@ -115,3 +115,45 @@ def test_accuracy_mean_std_and_difference_in_paper_std():
     assert t.loc["bp", "difference_points"] == pytest.approx(-4.0)
     assert t.loc["bp", "difference_in_paper_std"] == pytest.approx(-4.0 / 0.03)
     assert "1 of 2 cells within 2 points" in c.verdict and "BP vgg8" in c.verdict
+
+
+def _trained(method, best, last, trial=0, epochs=3):
+    """A training run's row on CIFAR-10 (Table 7): its test curve peaks at `best` and ends at `last`."""
+    row = _row(method, 1, 128, 10.0, model="vgg8", dataset="cifar10", acc=last, trial=trial)
+    row.epochs, row.epoch_time_kind = epochs, "measured"
+    row.eval_steps, row.test_acc_curve = [1, 2, 3], [best - 0.05, best, last]
+    row.test_acc_val_selected, row.test_acc_best = last, best
+    return row
+
+
+def test_accuracy_of_a_training_run_is_its_best_epoch_as_the_references_report(tmp_path):
+    # SCPL main.py:308-309,321 and DASCPL train_vision.py:488-490,516 print the best test accuracy over epochs
+    append_rows(tmp_path, [_trained("scpl", 0.9342, 0.9002)])  # paper SCPL VGG CIFAR-10: 93.42
+    frame = read_results(tmp_path)
+    item = next(i for i in paper_items() if i.key == "table7")
+    c = compare(item, frame)
+    t = c.table.set_index("method")
+    assert t.loc["scpl", "measured_mean"] == pytest.approx(93.42) and t.loc["scpl", "statistic"] == "best epoch"
+    assert t.loc["scpl", "measured_final_mean"] == pytest.approx(90.02)
+    assert t.loc["scpl", "difference_points"] == pytest.approx(0.0, abs=1e-9) and "1 of 1 cells within" in c.verdict
+    assert "| 93.42 ± 0.00 (1) | best epoch | +0.00 |" in c.markdown and "`test_acc_best`" in c.markdown
+    assert c.markdown.rstrip().splitlines()[4].endswith(" 90.02 |")  # the final head beside it
+    final = compare(item, frame, accuracy="final").table.set_index("method")  # the other statistic, one argument away
+    assert final.loc["scpl", "measured_mean"] == pytest.approx(90.02) and final.loc["scpl", "statistic"] == "final"
+    with pytest.raises(ValueError, match="reference, final"):
+        compare(item, frame, accuracy="best")
+
+
+def test_accuracy_of_a_sampled_cell_is_its_final_head(tmp_path):
+    sampled = _row("scpl", 1, 128, 10.0, model="vgg8", dataset="cifar10", acc=0.90)
+    sampled.eval_steps, sampled.test_acc_curve, sampled.test_acc_best = [5, 10], [0.95, 0.90], 0.95  # no epochs
+    append_rows(tmp_path, [sampled, _trained("scpl", 0.96, 0.92, trial=1)])
+    frame = read_results(tmp_path)
+    item = next(i for i in paper_items() if i.key == "table7")
+    alone = compare(item, frame[frame["epochs"].isna()]).table.set_index("method")
+    assert alone.loc["scpl", "measured_mean"] == pytest.approx(90.0) and alone.loc["scpl", "statistic"] == "final"
+    c = compare(item, frame)  # a group of both: each row its own statistic, both named
+    t = c.table.set_index("method")
+    assert t.loc["scpl", "measured_mean"] == pytest.approx(93.0) and t.loc["scpl", "statistic"] == "best epoch (1), final (1)"
+    written = write_paper_comparisons(tmp_path, frame)
+    assert [w.item.key for w in written] == ["table7"] and "best epoch (1), final (1)" in (tmp_path / "paper_table7.md").read_text()
