@@ -178,3 +178,17 @@ def test_a_multi_node_cell_is_submitted_as_one_node_task_per_node(tmp_path):
     one_node = dataclasses.replace(cell, devices=8)
     assert launcher._call(one_node, 1, ctx)[0] is run_cell_job  # fits a node: the cell process spawns its ranks
     assert SubmititLauncher("local")._call(cell, 1, ctx)[0] is run_cell_job  # submitit-local: one machine
+
+
+def test_slurm_cells_are_not_held_to_this_machines_gpus(tmp_path, monkeypatch, capsys):
+    """A login node with 2 GPUs refuses a 4-GPU grid run here, not one submitted to Slurm."""
+    import bench.execution.capacity
+    import run_matrix
+
+    monkeypatch.setattr(bench.execution.capacity, "cuda_device_count", lambda: 2)
+    grid = tmp_path / "four.yaml"
+    grid.write_text("axes: {method: [ddp], model: [convnet], dataset: [cifar10@synthetic], batch_size: [32],\n"
+                    "       devices: [4]}\nsettings: {device_kind: auto}\n")
+    argv = ["--grid", str(grid), "--results", str(tmp_path / "r"), "--dry-run"]
+    assert run_matrix.main(argv) == 2 and "has 2 GPUs" in capsys.readouterr().err
+    assert run_matrix.main([*argv, "--launcher", "slurm", "--slurm-gpus"]) == 0
