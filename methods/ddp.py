@@ -15,13 +15,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
-import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import record_function
 
 from .base import make_optimizer
-from .rank_method import RankMethod
+from .rank_method import ModuleTrainer, RankMethod
 from .registry import register_method
 
 if TYPE_CHECKING:
@@ -30,14 +29,14 @@ if TYPE_CHECKING:
 __all__ = ["DDP", "DDPTrainer"]
 
 
-class DDPTrainer:
+class DDPTrainer(ModuleTrainer):
     """One replica: the whole model on this rank's device, its optimizer, its slice of each batch."""
 
     reads_data = True
 
     def __init__(self, method: "DDP", ctx: "RankContext") -> None:
         self.device = ctx.device
-        self.model = method.model.to(ctx.device)
+        self.model = self.module = method.model.to(ctx.device)
         self.replica = DistributedDataParallel(self.model,
                                                device_ids=[ctx.device] if ctx.device.type == "cuda" else None)
         self.optimizer = make_optimizer(self.replica.parameters(), method.config)
@@ -55,15 +54,6 @@ class DDPTrainer:
             self.optimizer.step()
         return float(loss.detach())
 
-    def optimizers(self) -> list[torch.optim.Optimizer]:
-        return [self.optimizer]
-
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
 
 
 @register_method("ddp")

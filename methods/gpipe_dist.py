@@ -28,7 +28,7 @@ from pydantic import Field
 from torch.profiler import record_function
 
 from .base import MethodOptions, make_optimizer
-from .rank_method import RankMethod
+from .rank_method import ModuleTrainer, RankMethod
 from .registry import register_method
 from .sequential_net import PipelineSequential, as_pipeline
 
@@ -71,7 +71,7 @@ def _rank_layers(balance: Sequence[int], rank: int, num_stages: int) -> list[int
     return layers
 
 
-class PipelineTrainer:
+class PipelineTrainer(ModuleTrainer):
     """One rank's layers as a `PipelineStage` under one GPipe/1F1B schedule, built once per cell.
 
     Rank 0 reads the batches (inputs and labels).  Per batch it broadcasts the
@@ -92,7 +92,7 @@ class PipelineTrainer:
         self.options = method.options
         seq = as_pipeline(model)
         layers = _rank_layers(ctx_balance(ctx), ctx.rank, model.num_stages)
-        self.part = RankPart(*[seq[i] for i in layers]).to(ctx.device)
+        self.part = self.module = RankPart(*[seq[i] for i in layers]).to(ctx.device)
         self.optimizer = make_optimizer(self.part.parameters(), method.config)
         self._runners: dict[int, object] = {}  # batch size -> its schedule over this rank's stage
 
@@ -144,15 +144,6 @@ class PipelineTrainer:
             self.optimizer.step()
         return float(torch.stack(losses).detach().mean()) if losses else None
 
-    def optimizers(self) -> list[torch.optim.Optimizer]:
-        return [self.optimizer]
-
-    def state_dict(self) -> dict:
-        return {"part": self.part.state_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.part.load_state_dict(state["part"])
-        self.optimizer.load_state_dict(state["optimizer"])
 
 
 def ctx_balance(ctx: "RankContext") -> list[int]:

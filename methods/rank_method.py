@@ -21,13 +21,14 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Optional, P
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .base import Execution, Method, make_optimizer
 
 if TYPE_CHECKING:
     from bench.execution.rank_context import RankContext
 
-__all__ = ["RankMethod", "RankTrainer", "device_sync", "after_each_step", "step_hooks"]
+__all__ = ["RankMethod", "RankTrainer", "ModuleTrainer", "device_sync", "after_each_step", "step_hooks"]
 
 _step_hooks: list[Callable[[int], None]] = []
 
@@ -69,6 +70,23 @@ class RankTrainer(Protocol):
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what `state_dict` returned."""
+
+
+class ModuleTrainer:
+    """The state of a rank trainer that trains one module with one optimizer (DDP's replica, a pipeline part)."""
+
+    module: nn.Module
+    optimizer: torch.optim.Optimizer
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.optimizer]
+
+    def state_dict(self) -> dict:
+        return {"module": self.module.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["module"])
+        self.optimizer.load_state_dict(state["optimizer"])
 
 
 class RankMethod(Method):

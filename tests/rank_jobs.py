@@ -44,8 +44,7 @@ def train_segments(method, ctx: RankContext, segments: list[list], queue_depth: 
 def owned_state(method, loop, ctx: RankContext) -> dict:
     """The parameters (and their gradients) this rank trained, by their name in the method."""
     if isinstance(method, RankMethod):
-        trainer = loop.trainer
-        owned = {id(p) for p in (trainer.part if hasattr(trainer, "part") else trainer.model).parameters()}
+        owned = {id(p) for p in loop.trainer.module.parameters()}
         named = [(n, p) for n, p in method.model.named_parameters() if id(p) in owned]
     else:
         steps = method.stage_steps()

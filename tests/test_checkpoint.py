@@ -145,7 +145,7 @@ def test_rank_method_training_run_checkpoints_its_optimizer_and_resumes(tmp_path
     shard = torch.load(store.folder / manifest["shards"][0], weights_only=False)
     steps = {int(s["step"]) for s in shard["state"]["optimizer"]["state"].values()}
     assert steps == {row.steps_per_epoch}  # one Adam step per batch of the epoch
-    assert all(torch.isfinite(t).all() for t in shard["state"]["model"].values())
+    assert all(torch.isfinite(t).all() for t in shard["state"]["module"].values())
     again = run_cell(cell, None, tmp_path / "r")
     assert again.status == "ok" and again.resumed_from_epoch == 1 and again.test_acc == row.test_acc
 
