@@ -169,6 +169,8 @@ def test_accuracy_grid_has_the_papers_settings():
     assert {c.dataset for c in vision if c.model == "convnet"} == {"cifar10", "cifar100"}
     for c in text:
         s = c.settings
-        assert (s.epochs, s.lr, s.lr_schedule, s.glove, c.batch_size) == (50, 1e-3, "constant", True, 128)
+        # batch 1024 (DASCPL train_nlp.py:16), each batch padded to its longest text (utils/nlp.py:288-294)
+        assert (s.epochs, s.lr, s.lr_schedule, s.glove, c.batch_size) == (50, 1e-3, "constant", True, 1024)
+        assert (s.padding, s.padding_side, s.max_len, s.embedding_feature) == ("batch", "right", None, "mean")
         assert s.views == 1  # the references do not augment text
     assert {c.method for c in text} == {"bp", "early_exit", "al", "scpl", "dascpl"}
