@@ -1,7 +1,11 @@
 """Shared test set-up: the repository root on sys.path, one intra-op thread for determinism,
-slow tests first, and a launcher that runs a grid's cells in the test process."""
+slow tests first, a launcher that runs a grid's cells in the test process, and a command's
+main() run in the test process."""
+import subprocess
 import sys
+import warnings
 from pathlib import Path
+from typing import Callable, Optional
 
 import pytest
 import torch
@@ -54,3 +58,33 @@ class InProcessLauncher:
             append_rows(ctx.results_dir, [row])
             on_row(row)
         return 0
+
+
+def run_main(main: Callable[[list[str]], Optional[int]], argv: list[str], capsys) -> subprocess.CompletedProcess:
+    """A command's `main(argv)` in the test process: exit status, stdout and stderr as `subprocess.run` gives them.
+
+    For tests whose subject is what a command prints and the status it exits with
+    (bad input: one line, exit 2), not its interpreter: a fresh one costs seconds
+    on 2 cores (torch's import).  Each command's `__main__` block is
+    `sys.exit(main(...))`, so the status is main's return (or argparse's
+    SystemExit); an uncaught exception fails the test with its traceback, where a
+    process would have printed it on stderr.  The commands still run as processes
+    where the process is the subject: signals, a killed runner, its cells
+    (tests/test_runner.py), and one bad grid (tests/test_grid.py).
+    """
+    capsys.readouterr()  # what the test printed before is not the command's
+    with warnings.catch_warnings():  # a warning lands on stderr, as in a fresh interpreter
+        warnings.resetwarnings()
+        for quiet in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.simplefilter("ignore", quiet)  # Python's default filters
+        warnings.showwarning = _warning_on_stderr
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, code or 0, out, err)
+
+
+def _warning_on_stderr(message, category, filename, lineno, file=None, line=None) -> None:
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))

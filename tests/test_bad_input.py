@@ -4,13 +4,12 @@ Each is a one-line problem naming its key path and the value (exit 2 from the
 command line), found before any cell runs, and all problems of a grid are
 listed together rather than the first only.
 """
-import subprocess
-import sys
-
 import pytest
 
+import run_matrix
 from bench.grid import GridError, load_grid
-from tests.conftest import ROOT
+from bench.report.__main__ import main as report_main
+from tests.conftest import ROOT, run_main
 
 BASE = """axes:
   method: [bp, scpl]
@@ -118,12 +117,10 @@ def test_every_problem_is_listed_at_once(tmp_path):
     assert keys == ["settings.lr", "settings.optimizer", "settings.queue_depth"]
 
 
-@pytest.mark.slow
-def test_cli_prints_every_problem_one_line_each_and_exits_2(tmp_path):
+def test_cli_prints_every_problem_one_line_each_and_exits_2(tmp_path, capsys):
     path = tmp_path / "g.yaml"
     path.write_text(BASE + "  lr: fast\n  views: 3\n")
-    proc = subprocess.run([sys.executable, "run_matrix.py", "--grid", str(path), "--dry-run"], cwd=ROOT,
-                          capture_output=True, text=True)
+    proc = run_main(run_matrix.main, ["--grid", str(path), "--dry-run"], capsys)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 2 and all(line.startswith("error: g.yaml: settings.") for line in lines)
@@ -147,17 +144,14 @@ def test_settings_reference_in_docs_equals_the_schema():
         "regenerate docs/SETTINGS.md from bench.grid.settings.settings_reference()"
 
 
-@pytest.mark.slow
-def test_corrupt_results_file_is_one_line_exit_2_in_dry_run_too(tmp_path):
+def test_corrupt_results_file_is_one_line_exit_2_in_dry_run_too(tmp_path, capsys):
     path = tmp_path / "g.yaml"
     path.write_text(BASE)
     results = tmp_path / "res"
     results.mkdir()
     (results / "results.parquet").write_bytes(b"not a parquet file")
-    proc = subprocess.run([sys.executable, "run_matrix.py", "--grid", str(path), "--dry-run", "--results",
-                           str(results)], cwd=ROOT, capture_output=True, text=True)
+    proc = run_main(run_matrix.main, ["--grid", str(path), "--dry-run", "--results", str(results)], capsys)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "results.parquet" in proc.stderr
-    report = subprocess.run([sys.executable, "-m", "bench.report", str(results)], cwd=ROOT, capture_output=True,
-                            text=True)
+    report = run_main(report_main, [str(results)], capsys)
     assert report.returncode == 2 and "Traceback" not in report.stderr and "results.parquet" in report.stderr

@@ -5,8 +5,9 @@ import textwrap
 
 import pytest
 
+import run_matrix
 from bench.grid import GridError, load_grid
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_main
 
 BASE = """
 axes:
@@ -93,32 +94,28 @@ def test_bad_grids_name_the_problem(tmp_path, change, expected):
 
 
 @pytest.mark.slow
-def test_cli_exit_code_2_one_line_no_traceback(tmp_path):
+def test_cli_exit_code_2_one_line_no_traceback(tmp_path, capsys):
+    """The one bad-input test that starts run_matrix.py itself: what a fresh interpreter prints, imports and all."""
     path = _write(tmp_path, BASE.replace("model: [convnet]", "model: [vgg99]"))
     proc = subprocess.run([sys.executable, "run_matrix.py", "--grid", str(path)], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "vgg99" in proc.stderr and "Traceback" not in proc.stderr
-    missing = subprocess.run([sys.executable, "run_matrix.py", "--grid", "nope"], cwd=ROOT, capture_output=True, text=True)
+    missing = run_main(run_matrix.main, ["--grid", "nope"], capsys)
     assert missing.returncode == 2 and "'smoke'" in missing.stderr
 
 
-@pytest.mark.slow
-def test_dry_run_lists_cells_and_only_filters():
-    proc = subprocess.run(
-        [sys.executable, "run_matrix.py", "--grid", "smoke", "--dry-run", "--only", "method=scpl"],
-        cwd=ROOT, capture_output=True, text=True,
-    )
+def test_dry_run_lists_cells_and_only_filters(capsys):
+    proc = run_main(run_matrix.main, ["--grid", "smoke", "--dry-run", "--only", "method=scpl"], capsys)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert lines[-1].startswith("2 cells: 0 done, 2 to run") and all("scpl/" in line for line in lines[:-1])
 
 
-@pytest.mark.slow
-def test_missing_real_dataset_stops_before_any_cell(tmp_path):
+def test_missing_real_dataset_stops_before_any_cell(tmp_path, capsys):
     grid = _write(tmp_path, BASE.replace("cifar10@synthetic", "cifar10"))
     results = tmp_path / "res"
-    proc = subprocess.run([sys.executable, "run_matrix.py", "--grid", str(grid), "--data-root", str(tmp_path / "none"),
-                           "--results", str(results)], cwd=ROOT, capture_output=True, text=True)
+    proc = run_main(run_matrix.main, ["--grid", str(grid), "--data-root", str(tmp_path / "none"),
+                                      "--results", str(results)], capsys)
     assert proc.returncode == 2
     line = proc.stderr.strip()
     assert "\n" not in line and "cifar-10-batches-py/data_batch_1" in line and "cifar-10-python.tar.gz" in line
@@ -134,13 +131,12 @@ def test_a_device_is_the_same_share_of_cores_in_every_cell(tmp_path):
     assert {c.settings.threads_per_device for c in pinned.cells} == {3}
 
 
-@pytest.mark.slow
-def test_missing_glove_stops_before_any_cell(tmp_path):
+def test_missing_glove_stops_before_any_cell(tmp_path, capsys):
     grid = _write(tmp_path, BASE.replace("model: [convnet]", "model: [transformer]")
                   .replace("cifar10@synthetic", "imdb@synthetic").replace("method: [bp, scpl]", "method: [bp]")
                   .replace("devices: [1, 2]", "devices: [1]") + "  glove: true\n")
-    proc = subprocess.run([sys.executable, "run_matrix.py", "--grid", str(grid), "--data-root", str(tmp_path / "none"),
-                           "--results", str(tmp_path / "res")], cwd=ROOT, capture_output=True, text=True)
+    proc = run_main(run_matrix.main, ["--grid", str(grid), "--data-root", str(tmp_path / "none"),
+                                      "--results", str(tmp_path / "res")], capsys)
     assert proc.returncode == 2
     line = proc.stderr.strip()
     assert "\n" not in line and "glove.6B.300d.txt" in line and "glove.6B.zip" in line

@@ -1,15 +1,13 @@
 """Report values computed from a hand-made parquet."""
-import subprocess
-import sys
-
 import pandas as pd
 import pytest
 
+from bench.report.write import main as write_main
 from bench.report.write import speedup_table, write_report
 from bench.store.fragments import append_rows
 from bench.store.read import read_results
 from bench.store.row import ResultRow
-from tests.conftest import ROOT
+from tests.conftest import run_main
 
 
 def _row(method, devices, batch, epoch, trial=0, status="ok", acc=0.5):
@@ -45,7 +43,7 @@ def test_speedup_values(tmp_path):
 
 
 @pytest.mark.slow
-def test_report_files_caption_and_cli(tmp_path):
+def test_report_files_caption_and_cli(tmp_path, capsys):
     _hand_made(tmp_path)
     text = write_report(tmp_path)
     assert "SYNTHETIC" in text and "EXTRAPOLATED" in text and "1 cell(s) did not finish" in text
@@ -54,9 +52,9 @@ def test_report_files_caption_and_cli(tmp_path):
     csv = pd.read_csv(tmp_path / "speedup_vgg8_cifar10-synthetic.csv", index_col=0)
     assert csv.loc["scpl (2 devices)", "batch 64"] == "2.00x"
     assert "50.00 ± 0.00 (n=2)" in (tmp_path / "accuracy.md").read_text()
-    proc = subprocess.run([sys.executable, "-m", "bench.report.write", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    proc = run_main(write_main, ["bench.report.write", str(tmp_path)], capsys)
     assert proc.returncode == 0 and "1.75x" in proc.stdout
-    bad = subprocess.run([sys.executable, "-m", "bench.report.write", str(tmp_path / "nope")], cwd=ROOT, capture_output=True, text=True)
+    bad = run_main(write_main, ["bench.report.write", str(tmp_path / "nope")], capsys)
     assert bad.returncode == 2 and "run_matrix.py" in bad.stderr
 
 

@@ -9,11 +9,12 @@ import time
 
 import pytest
 
+import run_matrix
 from bench.grid import load_grid
 from bench.run.runner import run_grid
 from bench.store.read import read_results
 from bench.store.row import ARROW_SCHEMA
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_main
 
 
 @pytest.mark.slow
@@ -78,7 +79,7 @@ else:
 
 
 @pytest.mark.slow
-def test_killed_runner_resumes_without_losing_finished_cells(tmp_path):
+def test_killed_runner_resumes_without_losing_finished_cells(tmp_path, monkeypatch, capsys):
     results = tmp_path / "res"
     cmd = [sys.executable, "run_matrix.py", "--grid", "smoke", "--results", str(results), "--no-progress"]
     env = _cell_module_env(tmp_path, "firstcell", FIRST_CELL_THEN_WAIT)
@@ -90,7 +91,8 @@ def test_killed_runner_resumes_without_losing_finished_cells(tmp_path):
     proc.wait()
     finished = set(read_results(results)["cell_id"])
     assert 1 <= len(finished) < 4
-    rerun = subprocess.run(cmd, cwd=ROOT, env=_fake_cell_env(tmp_path, "ok"), capture_output=True, text=True)
+    _set_env(monkeypatch, _fake_cell_env(tmp_path, "ok"))
+    rerun = run_main(run_matrix.main, cmd[2:], capsys)  # the rerun's own process is not the subject here
     assert rerun.returncode == 0, rerun.stderr
     assert f"skipped {len(finished)} already done" in rerun.stdout
     frame = read_results(results)
@@ -138,6 +140,12 @@ def _cell_module_env(tmp_path, name, source):
 def _fake_cell_env(tmp_path, mode):
     return dict(_cell_module_env(tmp_path, "fakecell", FAKE_CELL), FAKE_CELL_MODE=mode,
                 FAKE_CELL_PIDS=str(tmp_path / "pids.json"))
+
+
+def _set_env(monkeypatch, env):
+    """`env` for the runner in this process and the cell processes it starts (they inherit it)."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
 
 
 def _gone(pid, within_s=10.0):
@@ -195,8 +203,7 @@ class _CellClock:
 
 @pytest.mark.slow
 def test_timeout_ends_the_cells_whole_process_group(tmp_path, monkeypatch):
-    for key, value in _fake_cell_env(tmp_path, "sleep").items():
-        monkeypatch.setenv(key, value)
+    _set_env(monkeypatch, _fake_cell_env(tmp_path, "sleep"))
     _CellClock(monkeypatch, ready=tmp_path / "pids.json")
     cell = _one_cell(2.0)
     summary = run_grid(load_grid("smoke"), tmp_path / "res", cells=[cell], progress=False)
@@ -249,22 +256,23 @@ def test_runner_stopped_by_sigterm_exits_with_its_signal_and_cleans_up(tmp_path)
 
 
 @pytest.mark.slow
-def test_exit_status_and_failure_summary(tmp_path):
+def test_exit_status_and_failure_summary(tmp_path, monkeypatch, capsys):
+    """run_matrix's exit status and summary, from its main() in this process; the cells are processes (fakes)."""
     results = tmp_path / "res"
     cell = _one_cell(60.0)
-    cmd = [sys.executable, "run_matrix.py", "--grid", "smoke", "--results", str(results), "--only", cell.cell_id,
-           "--no-progress"]
-    failing = subprocess.run(cmd, cwd=ROOT, env=_fake_cell_env(tmp_path, "fail"), capture_output=True, text=True)
+    argv = ["--grid", "smoke", "--results", str(results), "--only", cell.cell_id, "--no-progress"]
+    _set_env(monkeypatch, _fake_cell_env(tmp_path, "fail"))
+    failing = run_main(run_matrix.main, argv, capsys)
     assert failing.returncode == 1, failing.stderr
     assert "1 of 1 cells did not finish ok" in failing.stdout
     assert f"{cell.cell_id[:10]}" in failing.stdout and "failed: cell process exited with 3" in failing.stdout
     # a failed cell is not retried by default (only timeouts and killed cells are): still exit 1
-    again = subprocess.run(cmd, cwd=ROOT, env=_fake_cell_env(tmp_path, "ok"), capture_output=True, text=True)
+    monkeypatch.setenv("FAKE_CELL_MODE", "ok")
+    again = run_main(run_matrix.main, argv, capsys)
     assert again.returncode == 1 and "skipped 1 already done" in again.stdout
-    fixed = subprocess.run(cmd + ["--retry", "failed"], cwd=ROOT, env=_fake_cell_env(tmp_path, "ok"),
-                           capture_output=True, text=True)
+    fixed = run_main(run_matrix.main, argv + ["--retry", "failed"], capsys)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
-    bad = subprocess.run(cmd + ["--results", str(ROOT / "run_matrix.py")], cwd=ROOT, capture_output=True, text=True)
+    bad = run_main(run_matrix.main, argv + ["--results", str(ROOT / "run_matrix.py")], capsys)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "is a file" in bad.stderr
 
 
@@ -272,8 +280,7 @@ def test_exit_status_and_failure_summary(tmp_path):
 def test_retried_timeout_is_a_new_attempt_and_reports_use_the_latest(tmp_path, monkeypatch):
     from bench.store.read import read_history
 
-    for key, value in _fake_cell_env(tmp_path, "sleep").items():
-        monkeypatch.setenv(key, value)
+    _set_env(monkeypatch, _fake_cell_env(tmp_path, "sleep"))
     clock = _CellClock(monkeypatch, ready=tmp_path / "pids.json")
     grid, cell = load_grid("smoke"), _one_cell(6.0)
     assert run_grid(grid, tmp_path, cells=[cell], progress=False).statuses == {"timeout": 1}

@@ -8,13 +8,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import run_matrix
 from bench.run.retry import finished_cell_ids
+from bench.store.__main__ import main as store_main
 from bench.store.compact import compact
 from bench.store.fragments import append_rows, list_fragments
 from bench.store.layout import StoreError, check_results_dir, remove_stale_temps, writer_tag
 from bench.store.read import read_history, read_results
 from bench.store.row import ARROW_SCHEMA, SCHEMA_VERSION, ResultRow
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_main
 
 
 def _row(cell_id, status="ok", attempt=None, **extra):
@@ -105,7 +107,7 @@ def test_old_folder_with_only_results_parquet(tmp_path):
 
 
 @pytest.mark.parametrize("which", ["results", "fragment"])
-def test_corrupt_file_is_a_one_line_error_naming_it(tmp_path, which):
+def test_corrupt_file_is_a_one_line_error_naming_it(tmp_path, which, capsys):
     append_rows(tmp_path, [_row("a")])
     append_rows(tmp_path, [_row("b")])
     if which == "results":
@@ -118,26 +120,23 @@ def test_corrupt_file_is_a_one_line_error_naming_it(tmp_path, which):
         read_results(tmp_path)
     message = str(info.value)
     assert str(bad) in message and "move it out" in message and "\n" not in message
-    cli = subprocess.run([sys.executable, "-m", "bench.store", "compact", str(tmp_path)], cwd=ROOT,
-                         capture_output=True, text=True)
+    cli = run_main(store_main, ["compact", str(tmp_path)], capsys)
     assert cli.returncode == 2 and cli.stderr.count("\n") == 1 and str(bad) in cli.stderr
     assert bad.exists()  # nothing deleted by a failed compaction
 
 
-def test_compact_cli(tmp_path):
+def test_compact_cli(tmp_path, capsys):
     append_rows(tmp_path, [_row("a")])
     assert (tmp_path / "results.parquet").exists() and list_fragments(tmp_path) == []  # a first append compacts
     append_rows(tmp_path, [_row("b")])
     append_rows(tmp_path, [_row("c")])
     assert len(list_fragments(tmp_path)) == 2  # later ones do not: O(1)
-    cli = subprocess.run([sys.executable, "-m", "bench.store", "compact", str(tmp_path)], cwd=ROOT,
-                         capture_output=True, text=True)
+    cli = run_main(store_main, ["compact", str(tmp_path)], capsys)
     assert cli.returncode == 0 and "merged 2 fragments, 3 rows" in cli.stdout
     assert list_fragments(tmp_path) == [] and pq.read_table(tmp_path / "results.parquet").num_rows == 3
 
 
-@pytest.mark.slow
-def test_results_dir_that_is_a_file_or_unwritable_is_refused(tmp_path):
+def test_results_dir_that_is_a_file_or_unwritable_is_refused(tmp_path, capsys):
     afile = tmp_path / "file"
     afile.write_text("x")
     with pytest.raises(StoreError, match="is a file"):
@@ -145,8 +144,7 @@ def test_results_dir_that_is_a_file_or_unwritable_is_refused(tmp_path):
     with pytest.raises(StoreError, match="not writable"):
         check_results_dir("/proc/scplbench-results")
     assert check_results_dir(tmp_path / "new").is_dir()
-    cmd = [sys.executable, "run_matrix.py", "--grid", "smoke", "--results", "/proc/x", "--no-progress"]
-    refused = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    refused = run_main(run_matrix.main, ["--grid", "smoke", "--results", "/proc/x", "--no-progress"], capsys)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "/proc/x" in refused.stderr
 
 
