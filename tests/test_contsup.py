@@ -1,4 +1,5 @@
 """ContSup: modules stay decoupled, each context mode feeds the right tensor, losses and sizes match the reference."""
+import json
 import math
 
 import pytest
@@ -229,14 +230,16 @@ def test_cross_entropy_loss_equals_hand_computation():
 # -- validation and training ---------------------------------------------------------------------
 
 def _description(model: str, dataset: str = "cifar10@synthetic", **kwargs):
-    from data import get_spec
-    from models.build import build_model
-    from models.description import describe_model
+    """The description a grid hands the method, from the grid's own cache of meta-device builds.
 
-    spec = get_spec(dataset)
-    staged = build_model(model, spec, "meta", **kwargs)
-    dtype = torch.long if spec.modality == "text" else torch.float
-    return describe_model(staged, torch.zeros((2, *spec.input_shape), dtype=dtype, device="meta"), model)
+    Cached per model, dataset and kwargs: the LSTM's meta forward over IMDB's 350
+    tokens costs seconds, and the grid test below (and test_bad_input's) asks again.
+    """
+    from bench.grid.feasibility import _model_facts
+
+    description, error = _model_facts(model, dataset, json.dumps(kwargs, sort_keys=True))
+    assert description is not None, error
+    return description
 
 
 def test_incompatible_cells_are_rejected_up_front():
