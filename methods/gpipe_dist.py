@@ -9,7 +9,10 @@ loss is the mean over micro-batches, so gradients equal BP's (without batch norm
 
 Text models: stages send payloads in `to_batch_first` form (`as_pipeline`), a
 tuple of tensors each split along dim 0; a stage module gets them as `*args`
-and their shapes are inferred at the first step.  Entries that need no
+and their shapes are inferred at the first step and kept: a later batch of
+another width fails, so this method declares `fixed_input_shape` and its text
+batches are max_len wide (the other methods' are as wide as their longest
+text, docs/DATA.md "Text batches").  Entries that need no
 gradient (the bool padding mask, an empty "no LSTM state yet") get none back;
 every tensor sent either way is made contiguous (`RankPart`).
 
