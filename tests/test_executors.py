@@ -1,4 +1,5 @@
 """Where stages run must not change what they compute; decoupled stages really overlap."""
+import functools
 import threading
 
 import pytest
@@ -35,11 +36,16 @@ def _train(method_name, devices, balance, batches):
     return method, record
 
 
+@functools.lru_cache(maxsize=None)
+def _sequential_scpl():
+    """SCPL on one device over `_batches()`, trained once: the reference every split below is compared with."""
+    return _train("scpl", 1, [4], _batches())
+
+
 @pytest.mark.parametrize("devices,balance", [(2, [2, 2]), (2, [1, 3]), (4, [1, 1, 1, 1])])
 def test_scpl_pipelined_is_bit_identical_to_sequential(devices, balance):
-    batches = _batches()
-    reference, ref_record = _train("scpl", 1, [4], batches)
-    piped, record = _train("scpl", devices, balance, batches)
+    reference, ref_record = _sequential_scpl()
+    piped, record = _train("scpl", devices, balance, _batches())
     for a, b in zip(_params(reference), _params(piped)):
         assert torch.equal(a, b)
     assert record.losses == ref_record.losses
