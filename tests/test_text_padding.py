@@ -154,3 +154,28 @@ def test_only_a_method_with_fixed_input_shapes_gets_max_len_wide_text_batches():
     assert options("gpipe_dist").padding == "max_len" and options("gpipe_dist", padding_side="left").padding_side == "left"
     assert options("scpl").padding == options("ddp").padding == options("gpipe").padding == "batch"
     assert options("scpl", padding="max_len", max_len=9) == TextOptions(max_len=9, padding="max_len")
+
+
+def test_scpl_pipelined_on_text_batches_of_varying_width_is_bit_identical_to_sequential():
+    """Per-batch widths change nothing about where stages run: threads on 2 devices = one device."""
+    from bench.execution import resolve_devices, run_pipelined, run_sequential, stage_devices
+
+    data = load_dataset("sst2@synthetic", "train", seed=0)
+    batches = [data.get_batch(torch.arange(i * 6, (i + 1) * 6)) for i in range(4)]
+    assert len({x.shape[1] for x, _ in batches}) > 1  # the widths differ
+
+    def trained(devices, balance):
+        torch.manual_seed(5)
+        net = create_model("lstm", num_classes=2, vocab_size=30_000, embed_dim=8, hidden_size=6)
+        method = create_method("scpl", net, MethodConfig(projector="l"))
+        devs = resolve_devices(devices, "cpu", threads_per_device=1)
+        method.place(stage_devices(balance, devs.devices))
+        if devices > 1:
+            record = run_pipelined(method.stage_steps(), balance, devs, batches, warmup_steps=1)
+        else:
+            record = run_sequential(method, batches, devs, warmup_steps=1)
+        return [p.detach().clone() for m in method.modules() for p in m.parameters()], record
+
+    (ref, ref_record), (piped, record) = trained(1, [4]), trained(2, [2, 2])
+    assert all(torch.equal(a, b) for a, b in zip(ref, piped)) and len(ref) == len(piped)
+    assert record.losses == ref_record.losses
