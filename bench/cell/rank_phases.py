@@ -66,7 +66,7 @@ from bench.cell.watchdog import EpochTimeout, EpochWatchdog
 from bench.execution.devices import DeviceSet, resolve_devices
 from bench.execution.placement import choose_balance
 from bench.execution.rank_context import RankContext, pipeline_context, replica_context
-from bench.execution.rank_loops import barrier, make_rank_loop, shard_of
+from bench.execution.rank_loops import Prefetch, barrier, make_rank_loop, shard_of
 from bench.execution.ranks import RanksFailed, run_ranks
 from bench.execution.record import NonFiniteLossError
 from bench.grid import Cell
@@ -351,10 +351,13 @@ def _run_epochs(me: _Rank, balance: list[int], results_dir: Optional[Path]) -> _
         for epoch in range(run.epoch + 1, epochs + 1):
             watchdog.arm(epoch)
             lr = current_lr(loop.optimizers(), me.method.config.lr)
-            feed = TimedFeed(stream.epoch(epoch)) if stream is not None else None
+            ahead = Prefetch(stream.epoch(epoch)) if stream is not None else None
+            feed = TimedFeed(ahead) if ahead is not None else None
             start = _epoch_time(ctx.device)
             summary = loop.run(feed, steps_per_epoch, 0)
             epoch_s = _epoch_time(ctx.device, start)
+            if ahead is not None:
+                ahead.close()
             for scheduler in schedulers:
                 scheduler.step()
             gathered = me.gather({**summary, "wait_s": feed.wait_s if feed else 0.0,

@@ -25,6 +25,8 @@ in-process executors return.  No parameter or batch crosses to the caller.
 """
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections import deque
 from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, cast
@@ -43,7 +45,7 @@ from .rank_context import RankContext
 from .record import GroupRecord, RunRecord, check_finite, record_from_groups
 from .stage_loop import Inbound, Outbound, run_stage_group
 
-__all__ = ["RankLoop", "StageGroupLoop", "TrainerLoop", "make_rank_loop", "barrier", "shard_of"]
+__all__ = ["RankLoop", "StageGroupLoop", "TrainerLoop", "make_rank_loop", "barrier", "shard_of", "Prefetch"]
 
 
 def barrier(device: torch.device) -> None:
@@ -83,6 +85,47 @@ class RankLoop(Protocol):
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what `state_dict` returned."""
+
+
+class Prefetch:
+    """Batches read ahead in a thread (at most `depth` waiting), so reading overlaps this rank's training.
+
+    The rank's twin of the thread executor's feeder thread: a training run's
+    ranks read their batches inside the measured epoch, and without it a rank
+    would read each batch between two of its steps, in series with its work.
+    Iterate it like the source; `close` waits for the thread to end.
+    """
+
+    _END = object()
+
+    def __init__(self, source: Iterable, depth: int = 2) -> None:
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: Optional[BaseException] = None
+        self.thread = threading.Thread(target=self._read, args=(iter(source),), name="rank-prefetch", daemon=True)
+        self.thread.start()
+
+    def _read(self, source: Iterator) -> None:
+        try:
+            for batch in source:
+                self.queue.put(batch)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the rank's thread
+            self.error = exc
+        self.queue.put(self._END)
+
+    def __iter__(self) -> "Prefetch":
+        return self
+
+    def __next__(self) -> Any:
+        item = self.queue.get()
+        if item is self._END:
+            self.queue.put(self._END)  # later calls end too
+            if self.error is not None:
+                raise self.error
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self.thread.join()
 
 
 def _start(device: torch.device) -> float:
