@@ -42,7 +42,6 @@ def test_speedup_values(tmp_path):
     assert "scpl (4 devices)" not in table.index  # failed cells never enter the table
 
 
-@pytest.mark.slow
 def test_report_files_caption_and_cli(tmp_path, capsys):
     _hand_made(tmp_path)
     text = write_report(tmp_path)
