@@ -262,9 +262,10 @@ def _decoupled(plan: Plan, chunks: int) -> Schedule:
                 after_start = [firsts[room]] if d + 1 < plan.devices and room[0] >= 0 else []
                 dep: list[str] = []
                 for n, k in enumerate(stages):
-                    kw = {"after": after, "after_start": after_start} if n == 0 else {}
-                    dep = [b.add("FW", t, j, k, c.forward[k] / chunks, **kw)]
-                    if n == 0:
+                    first = n == 0  # the device's queue rules hold for its first stage
+                    dep = [b.add("FW", t, j, k, c.forward[k] / chunks, after=after if first else (),
+                                 after_start=after_start if first else ())]
+                    if first:
                         firsts[(i, d)] = dep[0]
                     if j == chunks - 1:
                         dep = [b.add("LOSS", t, j, k, c.loss[k]), b.add("BW", t, j, k, c.backward[k]),
