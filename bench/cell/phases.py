@@ -233,7 +233,7 @@ def prepare_data(cell: Cell, data_root: Optional[str], read_training: bool = Tru
     untimed = [] if s.is_training_run or not read_training else prepare_batches(
         train_set, cell.batch_size, s.train_steps, cell.seed, s.views, spec.modality, spec, s.data_workers)
     # a training run streams its epochs: here only the balance's probes (>= 1: the memory count's batch)
-    timed_count = ((BALANCE_PROBE_BATCHES if s.balance == "auto" else 1) if s.is_training_run
+    timed_count = ((BALANCE_PROBE_BATCHES if s.balance in ("auto", "predicted") else 1) if s.is_training_run
                    else s.warmup_steps + s.steps) if read_training else 0
     timed = prepare_batches(train_set, cell.batch_size, timed_count, cell.seed + 10_000, s.views,
                             spec.modality, spec, s.data_workers)

@@ -184,9 +184,9 @@ def _device_set(cell: Cell, device: torch.device, world: int, first: bool) -> Op
 
 
 def _balance(cell: Cell, method: Method, data: CellData, world: int, first: bool) -> tuple[list[int], list[float]]:
-    """A given or even balance on every rank alike; `auto`: timed on rank 0's probes, then broadcast."""
+    """A given or even balance on every rank alike; `auto`, `predicted`: timed on rank 0's probes, then broadcast."""
     setting = cell.settings.balance
-    if setting != "auto":
+    if setting not in ("auto", "predicted"):
         balance, costs = choose_balance(method, world, [], setting)
         return balance, costs or []
     chosen = choose_balance(method, world, data.timed, setting) if first else None
