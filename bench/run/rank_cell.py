@@ -113,10 +113,11 @@ def _run(cell, rank: int, world: int, args: argparse.Namespace) -> int:
                             world_size=world, timeout=datetime.timedelta(seconds=ranks_timeout_s(cell) + 60))
     try:
         row = run_rank_program(cell, rank, world, device, args.data_root, results_dir)
-    except BaseException as exc:
+    except Exception as exc:  # noqa: BLE001 - rank 0 turns it into the cell's status row
         traceback.print_exc()
         if rank == 0:
-            status = {NonFiniteLossError: "nan", EpochTimeout: "timeout"}.get(type(exc), "failed")
+            statuses: dict[type, str] = {NonFiniteLossError: "nan", EpochTimeout: "timeout"}
+            status = statuses.get(type(exc), "failed")
             _store(results_dir, failed_row(cell, status, f"{type(exc).__name__}: {exc}",
                                            time.perf_counter() - start, started_at))
         return 1
