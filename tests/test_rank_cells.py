@@ -2,7 +2,7 @@
 and a rank killed mid-epoch ends the cell with no process left, after which the rerun resumes bit for bit.
 
 Tiny training runs (2-3 epochs of a few dozen CIFAR-10-twin items, gloo on CPU); each cell runs in
-this process (its ranks are spawned), as under the runner's cell process.
+this process (its ranks are forked by run_ranks' fork server), as under the runner's cell process.
 """
 import threading
 import time
@@ -65,7 +65,9 @@ def test_distributed_cells_are_one_job_each_with_bps_and_the_sequential_numbers(
 
 
 def _rank_processes() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+    """The ranks: what the fork server (a child of this process, bench/execution/ranks.py) has forked."""
+    servers = [p for p in psutil.Process().children() if "forkserver" in " ".join(p.cmdline())]
+    return sorted((rank for server in servers for rank in server.children()), key=lambda p: p.pid)
 
 
 def _final_shards(results, cell: Cell) -> list[dict]:

@@ -66,20 +66,60 @@ _GROUP_GRACE_S = 60.0  # a rank's own collectives time out this long after the p
 _now = time.monotonic  # the parent's clock for `timeout_s` (tests move it)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - exists, owned by someone else (a reused pid)
+        return True
+    return True
+
+
 def _die_with(parent: int) -> None:
-    """Linux: this process gets SIGKILL when the thread that spawned it ends (e.g. the cell is killed)."""
+    """Linux: this process gets SIGKILL when the process that forked it ends.
+
+    That is the fork server, which exits as soon as the process that called
+    `run_ranks` (the cell) has gone, so a killed cell takes its ranks with it.
+    """
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # pragma: no cover - not Linux: the process group timeout still ends it
         return
-    if os.getppid() != parent:  # the parent died before the line above
+    if not _alive(parent):  # the cell died before the line above
         os._exit(1)
+    # The fork server exits once no process holds its "alive" pipe; it hands that pipe
+    # to every process it forks, so a rank holding it would keep the server (and, by the
+    # signal above, itself) alive after the cell is gone.  Only the cell keeps it.
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver  # type: ignore[attr-defined]
+    alive_fd = getattr(server, "_forkserver_alive_fd", None)
+    if alive_fd is not None and server._forkserver_pid is None:  # in a fork of the server, not in the cell
+        os.close(alive_fd)
+        server._forkserver_alive_fd = None
+
+
+def _context() -> Any:
+    """A fork server with torch imported: each rank is a fork of it, not a fresh interpreter.
+
+    A spawned rank imported torch (and torch._dynamo, which the first optimizer
+    step imports) again: seconds of CPU per rank, per cell.  The server is
+    started once per calling process, imports them once, and forks a rank in
+    milliseconds; CUDA is never initialised in it, so its forks may use CUDA.
+    """
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "torch.distributed", "torch._dynamo"])
+    return ctx
 
 
 def _rank_main(rank: int, world: int, port: int, devices: DeviceSet, fn: Callable, args_blob: bytes, results,
-               parent: int, timeout_s: float) -> None:
+               parent: int, timeout_s: float, environment: dict[str, str]) -> None:
     _die_with(parent)
+    # The fork server holds the environment of the moment it started; a rank runs with the caller's of now.
+    os.environ.clear()
+    os.environ.update(environment)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     use_threads(devices.threads_per_device)
     device = devices.devices[rank]
@@ -159,14 +199,14 @@ def _end(procs: list, failure: Optional[BaseException]) -> None:
 
 
 def run_ranks(fn: Callable, devices: DeviceSet, args: tuple = (), timeout_s: float = 1800.0) -> list[Any]:
-    """Run `fn(rank, world, device, *args)` in one spawned process per device; return results by rank.
+    """Run `fn(rank, world, device, *args)` in one process per device (forked from a server holding torch); return results by rank.
 
     Raises `RanksFailed` (a RuntimeError naming each failed rank: its traceback,
     or how it exited) once a rank has failed, and TimeoutError once `timeout_s`
     has passed; either way no rank process is left.
     """
     world = devices.count
-    ctx = mp.get_context("spawn")
+    ctx = _context()
     results = ctx.Queue()
     port = free_port()
     # Bytes, not tensors: torch.multiprocessing would pass the tensors as *shared
@@ -174,7 +214,8 @@ def run_ranks(fn: Callable, devices: DeviceSet, args: tuple = (), timeout_s: flo
     # DDP's two ranks each applied the averaged step to it, doubling BP's update.
     args_blob = _to_bytes(tuple(args))
     procs = [
-        ctx.Process(target=_rank_main, args=(r, world, port, devices, fn, args_blob, results, os.getpid(), timeout_s),
+        ctx.Process(target=_rank_main, args=(r, world, port, devices, fn, args_blob, results, os.getpid(), timeout_s,
+                                             dict(os.environ)),
                     daemon=False)
         for r in range(world)
     ]
