@@ -1,7 +1,7 @@
 """Rank jobs the tests run: a method built in every rank, trained through its rank loop on given segments.
 
 Not a test module: tests import it (`from rank_jobs import ...`) and hand
-`rank_loop_job` to `run_ranks`, which runs it in each spawned rank.  Every rank
+`rank_loop_job` to `run_ranks`, which runs it in each rank it forks.  Every rank
 builds the method itself (`build()`, seeded inside), as a distributed cell's
 ranks do; what comes back is test-only: the record (rank 0) and the state of
 the stages each rank owns.
@@ -56,7 +56,7 @@ def owned_state(method, loop, ctx: RankContext) -> dict:
 
 def rank_loop_job(rank: int, world: int, device: torch.device, build: Callable, balance, segments: list[list],
                   warmup_steps: int = 0, fault: Optional[Callable] = None) -> dict:
-    """One spawned rank: build, train every segment in one loop, return rank 0's records and own state."""
+    """One rank: build, train every segment in one loop, return rank 0's records and own state."""
     if fault is not None:
         fault(rank)
     method = build()

@@ -87,7 +87,7 @@ def test_torchrun_plan_runs_the_three_distributed_methods_with_nccl():
 
 
 def test_runs_that_must_train_alike_are_compared_by_final_loss():
-    """SCPL processes against threads on the same GPUs, and each torchrun row against the same cell spawned."""
+    """SCPL processes against threads on the same GPUs, and each torchrun row against the same cell run by its cell process."""
     plan = plan_cells(2) + plan_torchrun_cells(2)
     for item in plan:
         item.row = SimpleNamespace(status="ok", final_train_loss=2.0)

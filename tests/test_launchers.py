@@ -176,7 +176,7 @@ def test_a_multi_node_cell_is_submitted_as_one_node_task_per_node(tmp_path):
     assert arguments[0] == str(tmp_path.resolve() / "jobs" / "cells" / f"{cell.cell_id}.yaml")
     assert [c.cell_id for c in load_grid(arguments[0]).cells] == [cell.cell_id]
     one_node = dataclasses.replace(cell, devices=8)
-    assert launcher._call(one_node, 1, ctx)[0] is run_cell_job  # fits a node: the cell process spawns its ranks
+    assert launcher._call(one_node, 1, ctx)[0] is run_cell_job  # fits a node: the cell process starts its ranks
     assert SubmititLauncher("local")._call(cell, 1, ctx)[0] is run_cell_job  # submitit-local: one machine
 
 

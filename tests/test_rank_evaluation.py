@@ -6,7 +6,7 @@ pipeline rank does not own are filled with NaN, as they are stale in a cell)
 and run `evaluate_in_ranks`; rank 0's `EvalPoint` must equal `evaluate_now` here:
 SCPL as a pipeline, AL with its way back through the decoders, Early Exit
 with its exits and policies, DASCPL with two exits on its last stage, DDP
-as replicas over contiguous shards.  One spawn evaluates them all, to keep
+as replicas over contiguous shards.  One run of the ranks evaluates them all, to keep
 the test cheap.
 """
 import io

@@ -92,7 +92,7 @@ run_ranks(faulty_job, resolve_devices(2, "cpu", threads_per_device=1), (sys.argv
 
 
 def test_ranks_die_with_a_killed_parent(tmp_path):
-    """kill -9 of the process that spawned the ranks (the cell) ends them too: nobody is left to end them."""
+    """kill -9 of the process that started the ranks (the cell) ends them too: nobody is left to end them."""
     root = Path(__file__).resolve().parents[1]
     parent = subprocess.Popen([sys.executable, "-c", _KILLED_PARENT, str(tmp_path), str(Path(__file__).parent)],
                               cwd=root, env={**os.environ, "PYTHONPATH": str(root)})

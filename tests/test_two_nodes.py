@@ -60,7 +60,7 @@ CURVE_SAME = ["epoch", "train_loss", "stage_losses", "lr", "val_acc", "test_acc"
 
 @pytest.fixture(scope="module")
 def one_node(tmp_path_factory):
-    """The grid's cells on one node: the cell spawns its ranks, as under run_matrix.py (the cell itself runs in
+    """The grid's cells on one node: the cell starts its ranks, as under run_matrix.py (the cell itself runs in
     the test process, tests/conftest.py's InProcessLauncher, to spare a torch import per cell)."""
     folder = tmp_path_factory.mktemp("one-node")
     grid_file = folder / "two-nodes.yaml"

@@ -122,7 +122,7 @@ def run_cell_in_ranks(cell: Cell, data_root: Optional[str], results_dir: Optiona
 
 def rank_cell_job(rank: int, world: int, device: torch.device, cell: Cell, data_root: Optional[str],
                   results_dir: Optional[str]) -> Optional[ResultRow]:
-    """One spawned rank (`run_ranks` has initialised the process group): the rank program."""
+    """One rank forked by `run_ranks` (which has initialised the process group): the rank program."""
     return run_rank_program(cell, rank, world, device, data_root, Path(results_dir) if results_dir else None)
 
 

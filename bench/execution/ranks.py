@@ -12,8 +12,9 @@ A rank that fails, exits without a result (killed, `os._exit`) or hangs
 it: the parent watches its ranks, ends them all as soon as one has failed or
 `timeout_s` has passed (SIGTERM, then SIGKILL, which also ends a stopped
 process), and raises.  Each rank's process group times out a little after
-that, and a rank dies with the parent (PR_SET_PDEATHSIG), so no rank outlives
-the call even when the parent itself is killed.
+that, and a rank dies with the fork server that forked it (PR_SET_PDEATHSIG),
+which exits once the parent has gone, so no rank outlives the call even when
+the parent itself is killed.
 """
 from __future__ import annotations
 

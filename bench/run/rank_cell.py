@@ -9,7 +9,7 @@ The torchrun entry of a distributed cell (DDP, gpipe_dist, decoupled stages with
 Each process torchrun starts is one rank: it joins the process group from the
 environment (env://; gloo on CPU, NCCL on CUDA, timing out with the cell), takes
 `cuda:LOCAL_RANK` for a CUDA cell (the CPU otherwise) and runs the same rank
-program a locally spawned rank runs (bench/cell/rank_phases.py).  Rank 0 stores
+program a rank started by the cell process runs (bench/cell/rank_phases.py).  Rank 0 stores
 the row (and a training run's curve and checkpoints) in DIR, the store
 `run_matrix.py --results DIR` writes, as the next attempt of that cell; a rank
 that fails stores nothing but its traceback on stderr, except rank 0, which
