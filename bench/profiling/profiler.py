@@ -48,7 +48,7 @@ from bench.profiling.trace_metrics import TraceSummary, stage_lanes, summarize_t
 from methods.base import Method
 from methods.rank_method import after_each_step
 
-__all__ = ["ProfileResult", "ProfileSchedule", "profile_cell", "profiler_slowdown", "trace_dir_name", "profiled_rank",
+__all__ = ["ProfileResult", "ProfileSchedule", "profile_cell", "profiler_slowdown", "trace_dir_name",
            "profiled_rank_steps", "trace_lanes", "cell_trace_dir", "profile_columns", "trace_worker_name",
            "trace_names", "profile_result"]
 
@@ -98,21 +98,12 @@ def _all_threads() -> torch._C._profiler._ExperimentalConfig:
     return torch._C._profiler._ExperimentalConfig(profile_all_threads=True)
 
 
-def profiled_rank(rank: int, world: int, device: torch.device, inner: Callable, trace_dir: str,
-                  cuda: bool, worker: str, *args):
-    """A multi-process rank's job run under the profiler, its trace written as `<worker>-rank{r}`.
-
-    The whole job is recorded, without step marks: for rank loops that have no
-    step hook (the process executor's).
-    """
-    return profiled_rank_steps(rank, world, device, inner, trace_dir, cuda, worker, None, *args)
-
-
 def profiled_rank_steps(rank: int, world: int, device: torch.device, inner: Callable, trace_dir: str,
                         cuda: bool, worker: str, plan: Optional[ProfileSchedule], *args):
-    """`profiled_rank` stepping the profiler after each step of the rank's `timed_loop` (DDP, gpipe_dist).
+    """A rank's job under the profiler, its trace written as `<worker>-rank{r}` (rank_profile.py's run).
 
-    With a `plan` the rank records the steps an in-process cell would
+    With a `plan` the profiler steps after each step of the rank's loop
+    (`after_each_step`): the rank records the steps an in-process cell would
     (wait/warmup/active) and marks them `ProfilerStep#N`, N the batch index; the
     job's set-up (process group, model copy) stays out of the trace.
     """
