@@ -28,14 +28,9 @@ from .base import Execution, Method, make_optimizer
 if TYPE_CHECKING:
     from bench.execution.rank_context import RankContext
 
-__all__ = ["RankMethod", "RankTrainer", "ModuleTrainer", "device_sync", "after_each_step", "step_hooks"]
+__all__ = ["RankMethod", "RankTrainer", "ModuleTrainer", "after_each_step", "step_hooks"]
 
 _step_hooks: list[Callable[[int], None]] = []
-
-
-def device_sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @contextmanager

@@ -61,6 +61,7 @@ from bench.cell.evaluation import (
 from bench.execution.devices import synchronize
 from bench.execution.p2p import P2PReceiver, P2PSender
 from bench.execution.rank_context import RankContext
+from bench.execution.rank_loops import barrier
 from methods.base import Method
 from methods.exits import DEFAULT_POLICIES
 from models import payload_to
@@ -144,14 +145,6 @@ def _return(method: Method, ctx: RankContext, source: Iterable, first: bool, see
         outbound.close()
 
 
-def _barrier(device: torch.device) -> None:
-    # NCCL's barrier needs to know this rank's GPU; the receivers are built after it (see P2PReceiver)
-    if device.type == "cuda":
-        dist.barrier(device_ids=[device.index])
-    else:
-        dist.barrier()
-
-
 @torch.no_grad()
 def _evaluate_split(method: Method, ctx: RankContext, batches: Sequence,
                     classifiers: Optional[Sequence[torch.nn.Module]]) -> _Pass:
@@ -159,7 +152,7 @@ def _evaluate_split(method: Method, ctx: RankContext, batches: Sequence,
     seen = _Pass()
     first, last = ctx.replica or ctx.first, ctx.replica or ctx.last
     mine = shard(batches, ctx.rank, ctx.world) if ctx.replica else batches
-    _barrier(ctx.device)
+    barrier(ctx.device)  # the receivers are built after it (see P2PReceiver)
     source = ((payload_to(x, ctx.device), y) for x, y in mine) if first else _received(ctx.rank - 1, ctx.device)
     kept = _forward(method, ctx, source, last, classifiers, seen)
     if method.return_path:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
 import torch
 from torch.profiler import record_function
 
+from .devices import synchronize
 from .record import GroupRecord, check_finite
 
 if TYPE_CHECKING:
@@ -60,11 +61,6 @@ def stage_groups(balance: Sequence[int]) -> list[list[int]]:
         groups.append(list(range(first, first + count)))
         first += count
     return groups
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def run_stage_group(steps: Sequence[StageStep], stages: Sequence[int], device: torch.device, inbound: Inbound,
@@ -111,7 +107,7 @@ def run_stage_group(steps: Sequence[StageStep], stages: Sequence[int], device: t
                 record.stage_busy_s[k] += t1 - t0
         batch_done = last and c == chunks - 1
         if batch_done:
-            _sync(device)
+            synchronize([device])
         now = time.perf_counter()
         if i >= warmup_steps:
             record.device_busy_s += now - group_start
