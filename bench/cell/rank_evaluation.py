@@ -108,6 +108,8 @@ def _forward(method: Method, ctx: RankContext, source: Iterable, last: bool,
     outbound = None if last else P2PSender(ctx.rank + 1, _IN_FLIGHT, ctx.device)
     kept = []
     for x, y in source:
+        if classifiers is not None:
+            synchronize([ctx.device])  # a CUDA receive or copy still queued is not this rank's compute
         for k in ctx.stages:
             start = time.perf_counter()
             x = method.predict_stage(k, x)
