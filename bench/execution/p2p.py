@@ -79,7 +79,9 @@ class P2PSender:
 
     def put(self, x: Payload, y: torch.Tensor) -> None:
         layout, tensors = flatten(x, y)
-        self._send(layout, [t.contiguous() if t is not None else None for t in tensors])
+        # On this rank's device: NCCL sends CUDA tensors only, and labels read from a batch are on the CPU
+        # (the ranked evaluation's rank 0 moves only the inputs); a no-op for what is already there.
+        self._send(layout, [t.to(self.device).contiguous() if t is not None else None for t in tensors])
 
     def close(self) -> None:
         self._send(END, [])
