@@ -63,7 +63,7 @@ from bench.cell.timing import step_stats
 from bench.cell.training_memory import training_memory_bytes
 from bench.cell.training_run import EpochDone, TimedFeed, TrainingRun, account_epoch, finish_run
 from bench.cell.watchdog import EpochTimeout, EpochWatchdog
-from bench.execution.devices import DeviceSet, resolve_devices
+from bench.execution.devices import DeviceSet, resolve_devices, synchronize
 from bench.execution.placement import choose_balance
 from bench.execution.rank_context import RankContext, pipeline_context, replica_context
 from bench.execution.rank_loops import Prefetch, barrier, make_rank_loop, shard_of
@@ -320,8 +320,6 @@ class _Epochs:
 
 def _epoch_time(device: torch.device, start: Optional[float] = None) -> float:
     """Every device synchronised, then a barrier; the time since `start` on this rank's clock."""
-    from bench.execution.devices import synchronize
-
     synchronize([device])
     barrier(device)
     now = time.perf_counter()
