@@ -17,7 +17,8 @@ stores the cell's status row (nan, timeout, failed) before it exits 1.
 
 `--grid` is a shipped grid name or a path, `--cell` a cell id as run_matrix.py
 names them (`--dry-run` lists their first 12 characters; any unique prefix will do).  Exit 2 with one line: unknown grid or
-cell, not started by torchrun, WORLD_SIZE not the cell's device count.
+cell, a cell that runs in one process (not DDP, gpipe_dist or `executor: processes`), not started by
+torchrun, WORLD_SIZE not the cell's device count.
 """
 from __future__ import annotations
 
@@ -82,6 +83,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     cell = found[0] if len(found) == 1 else None
     if cell is None:
         return _fail(f"no cell {args.cell} in grid {args.grid} (run_matrix.py --grid {args.grid} --dry-run lists them)")
+    from bench.cell.phases import runs_in_ranks
+
+    if not runs_in_ranks(cell):
+        return _fail(f"cell {cell.cell_id[:10]} ({cell.label}) runs in one process, not as ranks: run it with "
+                     f"run_matrix.py --grid {args.grid}")
     if not all(name in os.environ for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR")):
         return _fail("RANK, WORLD_SIZE and MASTER_ADDR are not set: start this module with torchrun")
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
