@@ -95,11 +95,11 @@ def _die_with(parent: int) -> None:
     # signal above, itself) alive after the cell is gone.  Only the cell keeps it.
     from multiprocessing import forkserver
 
-    server = forkserver._forkserver  # type: ignore[attr-defined]
+    server = getattr(forkserver, "_forkserver", None)  # CPython's private fork server state
     alive_fd = getattr(server, "_forkserver_alive_fd", None)
-    if alive_fd is not None and server._forkserver_pid is None:  # in a fork of the server, not in the cell
+    if alive_fd is not None and getattr(server, "_forkserver_pid", None) is None:  # a fork of the server
         os.close(alive_fd)
-        server._forkserver_alive_fd = None
+        setattr(server, "_forkserver_alive_fd", None)
 
 
 def _context() -> Any:
