@@ -15,7 +15,7 @@ would, and asserts on the rows and traces:
   as a cluster job starts them: torchrun on this node, `python -m bench.run.rank_cell`, NCCL,
   rank 0 storing the row (with one GPU only DDP, as one rank: NCCL refuses two ranks on one GPU);
 - runs that must train alike end at the same final loss (to float tolerance): SCPL with
-  `executor: processes` as with threads, each torchrun row as the same cell spawned;
+  `executor: processes` as with threads, each torchrun row as the same cell run by its cell process;
 and, in this process: a batch prepared by DataLoader workers is pinned, and every rank
 of a process group gets the NCCL backend on its own GPU.
 
@@ -51,7 +51,7 @@ class CheckedCell:
     label: str
     cell: Cell
     needs_nccl: bool = False  # a multi-process cell on 2+ GPUs
-    torchrun: bool = False  # started by torchrun (bench.run.rank_cell), not spawned by the cell process
+    torchrun: bool = False  # started by torchrun (bench.run.rank_cell), not started by the cell process
     problems: list[str] = field(default_factory=list)
     row: Optional[ResultRow] = None
     kernels: int = 0
@@ -113,7 +113,7 @@ def plan_torchrun_cells(gpus: int) -> list[CheckedCell]:
 def run_under_torchrun(item: CheckedCell, results_dir: Path, workdir: Path) -> ResultRow:
     """`item`'s cell as one node of a cluster job runs it: torchrun, c10d rendezvous here, rank 0 stores the row.
 
-    `results_dir` is its own: the same cell spawned by the cell process writes the same trace folder.
+    `results_dir` is its own: the same cell run by the cell process writes the same trace folder.
     """
     from bench.execution.ranks import free_port
     from bench.run.cell_grid import write_cell_grid
@@ -239,15 +239,15 @@ def check_same_training(plan: list[CheckedCell]) -> list[str]:
     """Runs that must train alike on CUDA end at the same final loss (within `LOSS_TOLERANCE`).
 
     SCPL with `executor: processes` against SCPL with threads on the same GPUs (one stage loop,
-    two hand-overs), and each cell under torchrun against the same cell spawned by its cell
-    process (one rank program, two launchers). On CPU both pairs are equal bit for bit
+    two hand-overs), and each cell under torchrun against the same cell whose ranks its cell
+    process starts (one rank program, two launchers). On CPU both pairs are equal bit for bit
     (tests/test_distributed_pipeline.py, tests/test_two_nodes.py).
     """
     def loss(item: CheckedCell) -> Optional[float]:
         return item.row.final_train_loss if item.row is not None and item.row.status == "ok" else None
 
-    spawned = {item.cell.cell_id: item for item in plan if not item.torchrun}
-    pairs = [(spawned[i.cell.cell_id], i) for i in plan if i.torchrun and i.cell.cell_id in spawned]
+    local = {item.cell.cell_id: item for item in plan if not item.torchrun}
+    pairs = [(local[i.cell.cell_id], i) for i in plan if i.torchrun and i.cell.cell_id in local]
     threads = next((i for i in plan if i.label == "scpl threads"), None)
     if threads is not None:
         pairs += [(threads, i) for i in plan if i.cell.method == "scpl" and i.cell.settings.executor == "processes"
