@@ -63,10 +63,10 @@ from bench.cell.timing import step_stats
 from bench.cell.training_memory import training_memory_bytes
 from bench.cell.training_run import EpochDone, TimedFeed, TrainingRun, account_epoch, finish_run
 from bench.cell.watchdog import EpochTimeout, EpochWatchdog
-from bench.execution.devices import DeviceSet, resolve_devices, synchronize
+from bench.execution.devices import DeviceSet, resolve_devices
 from bench.execution.placement import choose_balance
 from bench.execution.rank_context import RankContext, pipeline_context, replica_context
-from bench.execution.rank_loops import Prefetch, barrier, make_rank_loop, shard_of
+from bench.execution.rank_loops import Prefetch, aligned_now, barrier, make_rank_loop, shard_of
 from bench.execution.ranks import RanksFailed, run_ranks
 from bench.execution.record import NonFiniteLossError
 from bench.grid import Cell
@@ -318,14 +318,6 @@ class _Epochs:
         return self.outcome.evaluation(me.method, me.data)
 
 
-def _epoch_time(device: torch.device, start: Optional[float] = None) -> float:
-    """Every device synchronised, then a barrier; the time since `start` on this rank's clock."""
-    synchronize([device])
-    barrier(device)
-    now = time.perf_counter()
-    return now - start if start is not None else now
-
-
 def _run_epochs(me: _Rank, balance: list[int], results_dir: Optional[Path]) -> _Epochs:
     """E whole epochs through the rank loop, evaluated, timed and checkpointed per rank (resumable)."""
     cell, ctx, loop = me.cell, me.ctx, me.loop
@@ -351,9 +343,9 @@ def _run_epochs(me: _Rank, balance: list[int], results_dir: Optional[Path]) -> _
             lr = current_lr(loop.optimizers(), me.method.config.lr)
             ahead = Prefetch(stream.epoch(epoch)) if stream is not None else None
             feed = TimedFeed(ahead) if ahead is not None else None
-            start = _epoch_time(ctx.device)
+            start = aligned_now(ctx.device)
             summary = loop.run(feed, steps_per_epoch, 0)
-            epoch_s = _epoch_time(ctx.device, start)
+            epoch_s = aligned_now(ctx.device) - start
             if ahead is not None:
                 ahead.close()
             for scheduler in schedulers:

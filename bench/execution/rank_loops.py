@@ -45,7 +45,8 @@ from .rank_context import RankContext
 from .record import GroupRecord, RunRecord, check_finite, record_from_groups
 from .stage_loop import Inbound, Outbound, run_stage_group
 
-__all__ = ["RankLoop", "StageGroupLoop", "TrainerLoop", "make_rank_loop", "barrier", "shard_of", "Prefetch"]
+__all__ = ["RankLoop", "StageGroupLoop", "TrainerLoop", "make_rank_loop", "barrier", "aligned_now", "shard_of",
+           "Prefetch"]
 
 
 def barrier(device: torch.device) -> None:
@@ -128,9 +129,14 @@ class Prefetch:
         self.thread.join()
 
 
-def _start(device: torch.device) -> float:
+def aligned_now(device: torch.device) -> float:
+    """This rank's clock once its device is synchronised and every rank has reached this point.
+
+    Read at both ends of what is timed (a segment of steps, an epoch), so every
+    rank's interval starts and ends together.
+    """
     synchronize([device])
-    barrier(device)  # every rank starts the segment's clock together
+    barrier(device)
     return time.perf_counter()
 
 
@@ -214,7 +220,7 @@ class StageGroupLoop:
         ctx = self.ctx
         outbound: Outbound = _Nowhere() if ctx.last else P2PSender(ctx.rank + 1, self.queue_depth * self.chunks,
                                                                     ctx.device)
-        start = _start(ctx.device)
+        start = aligned_now(ctx.device)
         # the receiver after the barrier: see P2PReceiver
         inbound: Inbound = (_BatchFeed(batches or [], self.chunks, ctx.device) if ctx.first
                             else P2PReceiver(ctx.rank - 1, ctx.device))
@@ -256,7 +262,7 @@ class TrainerLoop:
     def run(self, batches: Optional[Iterable], steps: int, warmup_steps: int) -> dict:
         device = self.ctx.device
         feed: Optional[Iterator] = iter(batches) if self.reads_data and batches is not None else None
-        start = _start(device)
+        start = aligned_now(device)
         completions, losses, busy = [], [], 0.0
         hooks = step_hooks()
         for i in range(steps):
