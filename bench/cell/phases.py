@@ -35,8 +35,9 @@ import torch
 from bench.cell.evaluation import Evaluation, accuracy, evaluate_now, test_accuracy, test_batches
 from bench.cell.memory import MemoryUse, measured_memory
 from bench.cell.model_selection import SelectionCurve, segment_lengths
+from bench.cell.param_checksum import method_checksum
 from bench.cell.rows import cell_row, utc_now
-from bench.cell.timing import StepStats, step_stats
+from bench.cell.timing import StepStats, step_stats, time_after_warmup
 from bench.cell.training_run import run_epochs
 from bench.execution.choice import choose_executor, run_training
 from bench.execution.devices import DeviceSet, resolve_devices
@@ -178,13 +179,15 @@ class SampledSteps:
 
 @dataclass
 class Trained:
-    """The train-or-sample phase: the mode's own result and the memory its training took."""
+    """The train-or-sample phase: the mode's own result, the memory its training took, and the
+    checksum of the parameters and buffers it ended with (bench/cell/param_checksum.py)."""
 
     result: TrainingResult
     memory: MemoryUse
+    param_checksum: Optional[str] = None
 
     def columns(self) -> dict:
-        return {**self.result.columns(), **self.memory.columns()}
+        return {**self.result.columns(), **self.memory.columns(), "param_checksum": self.param_checksum}
 
 
 @dataclass
@@ -313,10 +316,12 @@ def _train_untimed(cell: Cell, placed: PlacedMethod, data: CellData) -> Selectio
 
 
 def _time_steps(cell: Cell, placed: PlacedMethod, data: CellData, selection: SelectionCurve) -> SampledSteps:
-    """Warm-up + timed steps through the cell's executor."""
+    """Warm-up (drained, then one fill batch: `warmup_split`) and timed steps through the cell's executor."""
     s = cell.settings
-    record = run_training(placed.method, data.timed, placed.devices, placed.balance, warmup_steps=s.warmup_steps,
-                          queue_depth=s.queue_depth, executor=s.executor)
+    record = time_after_warmup(
+        lambda batches, warmup: run_training(placed.method, batches, placed.devices, placed.balance,
+                                             warmup_steps=warmup, queue_depth=s.queue_depth, executor=s.executor),
+        data.timed, s.warmup_steps)
     return SampledSteps(selection, record, step_stats(record), cell.batch_size * s.views, s.warmup_steps,
                         data.steps_per_epoch, s.train_steps + s.warmup_steps + s.steps)
 
@@ -326,6 +331,7 @@ def train_or_sample(cell: Cell, placed: PlacedMethod, data: CellData, results_di
 
     Peak memory covers what is measured, the epochs or the timed steps (a sampled
     cell's untimed steps run before the peak is reset); training memory is counted after.
+    The parameter checksum is taken once training is over, outside the peak.
     """
     s = cell.settings
     memory = (placed.devices, placed.method, data.timed[0], s.count_train_memory)
@@ -338,7 +344,7 @@ def train_or_sample(cell: Cell, placed: PlacedMethod, data: CellData, results_di
         with measured_memory(*memory) as probe:
             result = _time_steps(cell, placed, data, selection)
     assert probe.use is not None
-    return Trained(result, probe.use)
+    return Trained(result, probe.use, method_checksum(placed.method))
 
 
 def evaluate(placed: PlacedMethod, data: CellData, trained: Trained) -> Evaluation:

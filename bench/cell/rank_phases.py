@@ -28,7 +28,8 @@ Per rank, in order (the same phases as bench/cell/phases.py, in rank form):
   evaluation and checkpointing are outside it;
 - with `profile` set, the rank loop once more under the profiler, on fresh
   batches, its state restored after (bench/profiling/rank_profile.py);
-- per-rank results (the loop's small records, peak memory) go to rank 0 with
+- per-rank results (the loop's small records, peak memory, the digests of the
+  stages the rank trained: bench/cell/param_checksum.py) go to rank 0 with
   `dist.gather_object`; rank 0 builds the `RunRecord`, the row (the same
   `rows.cell_row` from the same phase columns) and, for a training run, the curve.
 """
@@ -47,6 +48,7 @@ from bench.cell.checkpoint import RankCheckpoints, RunState
 from bench.cell.evaluation import EvalPoint, Evaluation
 from bench.cell.memory import rank_peak, ranks_memory, reset_peak
 from bench.cell.model_selection import SelectionCurve, segment_lengths
+from bench.cell.param_checksum import StageDigests, ranks_checksum
 from bench.cell.phases import (
     CellData,
     PlacedMethod,
@@ -59,7 +61,7 @@ from bench.cell.phases import (
 )
 from bench.cell.rank_evaluation import evaluate_in_ranks
 from bench.cell.rows import cell_row, utc_now
-from bench.cell.timing import step_stats
+from bench.cell.timing import step_stats, warmup_split
 from bench.cell.training_memory import training_memory_bytes
 from bench.cell.training_run import EpochDone, TimedFeed, TrainingRun, account_epoch, finish_run
 from bench.cell.watchdog import EpochTimeout, EpochWatchdog
@@ -221,14 +223,16 @@ def run_rank_program(cell: Cell, rank: int, world: int, device: torch.device, da
     reset_peak(device)
     result: Any = _run_epochs(me, balance, results_dir) if cell.settings.is_training_run else _sample(me)
     peaks = me.gather(rank_peak(device))
+    digests = me.gather(StageDigests.of(method, ctx.stages, ctx.replica))  # this rank's stages, trained
     evaluation = result.final_evaluation(me)
     profiled = _profile(me, results_dir)
     if not first:
         return None
-    assert devices is not None and peaks is not None
+    assert devices is not None and peaks is not None and digests is not None
     s = cell.settings
     train_mem = training_memory_bytes(method, data.timed[0]) if s.count_train_memory else []
-    trained = Trained(result.outcome, ranks_memory(peaks, train_mem))
+    trained = Trained(result.outcome, ranks_memory(peaks, train_mem),
+                      ranks_checksum(digests, method.model.num_stages, ctx.replica))
     placed = PlacedMethod(method, devices, balance, costs, s.executor)
     profile_columns = Profiled(profiled, trained.result.step_median_s, results_dir).columns() if profiled else {}
     return cell_row(cell, data.columns(), built.columns(), placed.columns(), trained.columns(), evaluation.columns(),
@@ -282,7 +286,7 @@ class _Sampled:
 
 
 def _sample(me: _Rank) -> _Sampled:
-    """Untimed segments (evaluated between them), then warm-up + timed steps, all through the rank loop."""
+    """Untimed segments (evaluated between them), then warm-up (drained, then one fill batch) and timed steps."""
     s = me.cell.settings
     curve = SelectionCurve()
     untimed = me.batches(me.data.untimed)
@@ -296,14 +300,17 @@ def _sample(me: _Rank) -> _Sampled:
             if point is not None:
                 curve.add(done, point.test_acc, point.val_acc)
     reset_peak(me.ctx.device)
-    steps = s.warmup_steps + s.steps
-    summary = me.loop.run(me.batches(me.data.timed), steps, s.warmup_steps)
+    split = warmup_split(s.warmup_steps)  # the warm-up but one drained first, as in one process
+    timed = me.batches(me.data.timed)
+    if split.drained:
+        me.loop.run(timed[:split.drained] if timed is not None else None, split.drained, 0)
+    summary = me.loop.run(timed[split.drained:] if timed is not None else None, split.fill + s.steps, split.fill)
     gathered = me.gather(summary)
     if gathered is None:
         return _Sampled(None)
-    record = me.loop.record(gathered, s.warmup_steps)
+    record = me.loop.record(gathered, split.fill)
     return _Sampled(SampledSteps(curve, record, step_stats(record), me.cell.batch_size * s.views, s.warmup_steps,
-                                 me.data.steps_per_epoch, s.train_steps + steps))
+                                 me.data.steps_per_epoch, s.train_steps + s.warmup_steps + s.steps))
 
 
 # -- training runs --------------------------------------------------------------------------------

@@ -7,10 +7,39 @@ what an epoch is made of; for a sequential run it is simply each step's duration
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 from bench.execution.record import RunRecord
 
-__all__ = ["StepStats", "step_stats"]
+__all__ = ["StepStats", "step_stats", "WarmupSplit", "warmup_split", "time_after_warmup"]
+
+
+@dataclass(frozen=True)
+class WarmupSplit:
+    """How a sampled cell's `warmup_steps` are run: most in a segment of their own, one at the timed segment's head.
+
+    Why not all of them at the head of the timed run: a pipeline's first batch
+    pays one-time costs (allocator, kernel selection) on every device, and a
+    downstream device that is slow on it builds a backlog of batches its
+    upstream has already handed on.  Draining that backlog inside the timed
+    window produces completions faster than the pipeline's steady state (one
+    batch per slowest-device step): measured here, SCPL on 2 CPU devices timed
+    130 ms per step over 8 steps after 2 warm-up batches, against 200 ms over
+    62 steps and 203 ms per step in its training run.  So the warm-up batches but
+    one run first and the pipeline drains; the timed segment then starts from an
+    empty pipeline whose first batch (the fill, `fill` = 1) is excluded, and every
+    gap after it is a steady-state step.
+    """
+
+    drained: int  # warm-up batches run, and drained, before the timed segment
+    fill: int  # untimed batches at the timed segment's head (its `warmup_steps`)
+
+
+def warmup_split(warmup_steps: int) -> WarmupSplit:
+    """`warmup_steps` (>= 1) as a drained segment and the timed segment's one fill batch."""
+    if warmup_steps < 1:
+        raise ValueError(f"warmup_steps must be at least 1 (the timed segment's fill batch), got {warmup_steps}")
+    return WarmupSplit(drained=warmup_steps - 1, fill=1)
 
 
 @dataclass(frozen=True)
@@ -48,3 +77,16 @@ def step_stats(record: RunRecord) -> StepStats:
         previous = t
     ordered = sorted(gaps)
     return StepStats(gaps, _quantile(ordered, 0.5), _quantile(ordered, 0.1), _quantile(ordered, 0.9), sum(gaps))
+
+
+def time_after_warmup(run: Callable[[Sequence, int], RunRecord], batches: Sequence, warmup_steps: int) -> RunRecord:
+    """`run(batches, warmup)` on the warm-up but one (drained), then on the rest with one fill batch excluded.
+
+    The record of the second segment: its step times are steady-state gaps
+    (see `WarmupSplit`).  A rank cell does the same through its rank loop
+    (bench/cell/rank_phases.py).
+    """
+    split = warmup_split(warmup_steps)
+    if split.drained:
+        run(batches[:split.drained], 0)
+    return run(batches[split.drained:], split.fill)
