@@ -76,7 +76,8 @@ class CellSettings(BaseModel):
     model_config = _STRICT
 
     # -- timing (sampled mode: the epoch is extrapolated from these steps) ----------------
-    warmup_steps: int = Field(2, ge=1, description="untimed steps first (allocator, kernels)")
+    warmup_steps: int = Field(2, ge=1, description="untimed steps first (allocator, kernels): all but one run and "
+                                                   "drain, the last fills the timed segment's pipeline")
     steps: int = Field(10, ge=1, description="timed steps")
     train_steps: int = Field(0, ge=0, description="untimed training steps before the timed ones")
     timeout_s: float = Field(900.0, gt=0, description="per cell; per epoch for training runs (epochs set)")
