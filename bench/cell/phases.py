@@ -206,7 +206,7 @@ class Profiled:
 
 # -- phases ---------------------------------------------------------------------------------------
 
-def prepare_data(cell: Cell, data_root: Optional[str], read_training: bool = True) -> CellData:
+def prepare_data(cell: Cell, data_root: Optional[str], read_training: bool = True, warn: bool = True) -> CellData:
     """Load the splits and build the untimed and the timed batches ahead of time.
 
     Classes and sizes are those of the data read (data/observed.py), not the
@@ -215,7 +215,8 @@ def prepare_data(cell: Cell, data_root: Optional[str], read_training: bool = Tru
     validation hold-out and test set and streams its training batches, so only
     the batches that choose the balance and count training memory are built here.
     `read_training=False` (a pipeline rank after the first, bench/cell/rank_phases.py)
-    builds no training batches: that rank never reads training data.
+    builds no training batches: that rank never reads training data.  `warn=False`
+    (every rank but rank 0) keeps the warning to one line per cell.
     """
     from data import load_dataset
     from data.observed import observe_dataset
@@ -225,7 +226,7 @@ def prepare_data(cell: Cell, data_root: Optional[str], read_training: bool = Tru
     text = text_options(cell)
     observed = observe_dataset(cell.dataset, data_root, s.max_train_items, s.max_test_items, text, cell.seed)
     spec = observed.spec
-    if observed.note:
+    if observed.note and warn:
         print(f"warning: {observed.note}", file=sys.stderr)
     split_args: dict[str, Any] = dict(root=data_root, seed=cell.seed, val_fraction=s.val_fraction, spec=spec,
                                       max_train_items=s.max_train_items, max_test_items=s.max_test_items, text=text)

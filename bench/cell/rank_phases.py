@@ -212,7 +212,7 @@ def run_rank_program(cell: Cell, rank: int, world: int, device: torch.device, da
     first = rank == 0
     devices = _device_set(cell, device, world, first)
     torch.manual_seed(cell.seed)
-    data = prepare_data(cell, data_root, read_training=_reads_training(cell, rank))
+    data = prepare_data(cell, data_root, read_training=_reads_training(cell, rank), warn=first)
     built = build_method(cell, data, data_root)
     method = built.method
     balance, costs = _balance(cell, method, data, world, first)
