@@ -241,7 +241,7 @@ def check_same_training(plan: list[CheckedCell]) -> list[str]:
     SCPL with `executor: processes` against SCPL with threads on the same GPUs (one stage loop,
     two hand-overs), and each cell under torchrun against the same cell whose ranks its cell
     process starts (one rank program, two launchers). On CPU both pairs are equal bit for bit
-    (tests/test_distributed_pipeline.py, tests/test_two_nodes.py).
+    (tests/test_process_stage_groups.py, tests/test_two_nodes.py).
     """
     def loss(item: CheckedCell) -> Optional[float]:
         return item.row.final_train_loss if item.row is not None and item.row.status == "ok" else None
