@@ -61,6 +61,7 @@ def test_distributed_cells_are_one_job_each_with_bps_and_the_sequential_numbers(
         assert len(row.peak_mem_per_device) == 2 and row.peak_mem_kind == "cpu_peak_rss"
     (one_cell, one), (two_cell, two) = rows["scpl", 1], rows["scpl", 2]
     assert two.final_train_loss == one.final_train_loss and two.test_acc == one.test_acc  # bit for bit
+    assert one.param_checksum and two.param_checksum == one.param_checksum  # the trained stages too
     a, b = _curve(tmp_path / "r", one_cell), _curve(tmp_path / "r", two_cell)
     assert list(a["train_loss"]) == list(b["train_loss"])
     assert [list(s) for s in a["stage_losses"]] == [list(s) for s in b["stage_losses"]]
@@ -121,5 +122,6 @@ def test_a_rank_killed_mid_epoch_ends_the_cell_and_the_rerun_resumes_bit_for_bit
     resumed = run_cell(cell, None, results)
     assert resumed.status == "ok" and resumed.resumed_from_epoch in (1, 2)
     assert resumed.final_train_loss == whole.final_train_loss and resumed.test_acc == whole.test_acc
+    assert whole.param_checksum and resumed.param_checksum == whole.param_checksum
     assert list(_curve(results, cell)["train_loss"]) == list(_curve(tmp_path / "whole", cell)["train_loss"])
     assert _equal(_final_shards(results, cell), _final_shards(tmp_path / "whole", cell))

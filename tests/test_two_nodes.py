@@ -8,7 +8,7 @@ so the rendezvous from Slurm's environment and the reporting task run for real; 
 others by the test, the second agent through `run_torchrun`, which returns the row rank 0
 stored. The cells: DDP, torch.distributed GPipe and SCPL with `executor: processes`, one epoch
 of a tiny training run each (gloo, CPU), so training, the in-rank evaluation and the curve
-are all compared, bit for bit.
+are all compared, bit for bit, and the final parameters by their checksum (`param_checksum`).
 """
 import json
 import math
@@ -52,9 +52,10 @@ settings:
   timeout_s: 120
   method_options: {gpipe_dist: {chunks: 2}}
 """
-# what must be equal: the training (losses), the evaluation in the ranks, and what the run recorded
-SAME = ["status", "final_train_loss", "test_acc", "val_acc", "eval_samples", "test_acc_curve", "val_acc_curve",
-        "steps_per_epoch", "train_items", "balance", "executor", "epochs", "params_effective"]
+# what must be equal: the training (losses, the final parameters' checksum), the evaluation in the ranks, and
+# what the run recorded
+SAME = ["status", "final_train_loss", "param_checksum", "test_acc", "val_acc", "eval_samples", "test_acc_curve",
+        "val_acc_curve", "steps_per_epoch", "train_items", "balance", "executor", "epochs", "params_effective"]
 CURVE_SAME = ["epoch", "train_loss", "stage_losses", "lr", "val_acc", "test_acc", "exit_acc"]
 
 
@@ -133,6 +134,7 @@ def test_two_nodes_store_the_one_node_row(method, start, one_node, tmp_path):
     stored = read_results(results).set_index("cell_id").loc[cell.cell_id]
     for column in SAME:
         assert _checked(stored[column]) == _checked(local[column]), column
+    assert stored["param_checksum"]  # a sha256, not a missing value that equals another
     assert stored["devices"] == 2 and len(stored["device_names"]) == 2 and math.isfinite(stored["epoch_time_s"])
     local_curve, curve = (read_curves(folder).set_index("cell_id").loc[[cell.cell_id]]
                           for folder in (local_results, results))

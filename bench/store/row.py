@@ -67,6 +67,9 @@ class ResultRow(CellIdentity):
     device_busy_s: list[float] = field(default_factory=list)
     # quality
     final_train_loss: Optional[float] = None
+    # sha256 (hex) of every trained parameter and buffer, stage by stage (bench/cell/param_checksum.py):
+    # equal for equal final networks however the stages were spread over processes; None = did not train
+    param_checksum: Optional[str] = None
     test_acc: Optional[float] = None  # final head after all training (the speedup tables' number)
     # model selection (bench/cell/model_selection.py): accuracy at each evaluation point
     val_acc: Optional[float] = None  # on the hold-out, at the end
