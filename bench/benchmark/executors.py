@@ -79,20 +79,25 @@ def _ranks_job(rank: int, world: int, device, model: str, dataset: str, batch: i
     """One rank of the process executor: its stage group trained on rank 0's batches; rank 0's record."""
     import torch.distributed as dist
 
+    from bench.cell.timing import warmup_split
     from bench.execution.rank_context import pipeline_context
     from bench.execution.rank_loops import StageGroupLoop
 
     loop = StageGroupLoop(_method(model, dataset), pipeline_context(rank, world, device, balance), queue_depth)
     batches = _batches(dataset, batch, warmup + steps) if rank == 0 else None
-    summary = loop.run(batches, warmup + steps, warmup)
+    split = warmup_split(warmup)  # as a cell times: the warm-up but one drained, then one fill batch
+    if split.drained:
+        loop.run(batches[:split.drained] if batches is not None else None, split.drained, 0)
+    summary = loop.run(batches[split.drained:] if batches is not None else None, split.fill + steps, split.fill)
     gathered: Optional[list] = [None] * world if rank == 0 else None
     dist.gather_object(summary, gathered, dst=0)
-    return loop.record(gathered, warmup) if gathered is not None else None
+    return loop.record(gathered, split.fill) if gathered is not None else None
 
 
 def measure_direct(model: str = "convnet", dataset: str = "cifar10@synthetic", batch: int = 32,
                    warmup: int = 2, steps: int = 6, rounds: int = 3, queue_depth: int = 2) -> dict:
     """Median step of SCPL on 2 CPU devices under each executor, interleaved rounds, same batches."""
+    from bench.cell.timing import time_after_warmup
     from bench.execution import resolve_devices, run_pipelined, stage_devices
     from bench.execution.ranks import run_ranks
 
@@ -106,7 +111,9 @@ def measure_direct(model: str = "convnet", dataset: str = "cifar10@synthetic", b
             if name == "threads":
                 method = _method(model, dataset)
                 method.place(stage_devices(balance, devices.devices))
-                record = run_pipelined(method.stage_steps(), balance, devices, batches, warmup, queue_depth)
+                record = time_after_warmup(
+                    lambda b, w: run_pipelined(method.stage_steps(), balance, devices, b, w, queue_depth),
+                    batches, warmup)
             else:
                 record = run_ranks(_ranks_job, devices, (model, dataset, batch, warmup, steps, balance,
                                                          queue_depth))[0]
