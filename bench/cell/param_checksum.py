@@ -66,7 +66,7 @@ def tensors_digest(named: Mapping[str, torch.Tensor]) -> str:
     """sha256 (hex) over the tensors in name order: name, dtype, shape, then the bytes.
 
     The bytes are those of a CPU contiguous copy viewed as uint8, which holds
-    any dtype (numpy has no bfloat16); a tensor already on the CPU is not copied.
+    any dtype (numpy has no bfloat16); a contiguous CPU tensor is hashed in place.
     """
     h = hashlib.sha256()
     for name in sorted(named):
