@@ -89,10 +89,15 @@ def curve_for(method: str, schedule: str, network: Network, curves: dict[tuple[s
 
 def predict_cell(method: str, curve: CostCurve, network: Optional[Network], batch: int, devices: int,
                  balance: Optional[Sequence[int]], link: Link, settings: dict, device_kind: str,
-                 facts: Optional[ModelFacts] = None) -> Outcome:
+                 facts: Optional[ModelFacts] = None, overhead_s: float = 0.0) -> Outcome:
     """Simulate `method` on `devices` with `balance` (None: data parallel) for one batch size.
 
     `facts`: the network's sizes when they are known otherwise (a live model); else from `network`.
+    `overhead_s`: the method's own cost per micro-batch and device or per step and replica
+    (`Plan.overhead_s`, measured by overheads.py).
+    Timed as the harness times a sampled cell (bench/cell/phases.py): the warm-up runs in a segment of its
+    own and is drained, so the timed segment starts on an empty pipeline -- one fill batch, then `steps`
+    gaps between completions -- and only those are simulated.
     """
     cls = _method_class(method)
     options = options_of(method, settings)
@@ -106,14 +111,15 @@ def predict_cell(method: str, curve: CostCurve, network: Optional[Network], batc
     plan = Plan(
         costs=curve, batch=batch, balance=tuple(balance) if balance else (stages,), link=link,
         activation_bytes=facts.activation_bytes, parameter_bytes=facts.parameter_bytes,
-        batches=int(settings.get("warmup_steps", 1)) + int(settings.get("steps", 2)),
+        batches=1 + int(settings.get("steps", 2)),
         micro_batches=int(getattr(validated, "chunks", 1)),
         checkpoint=str(getattr(validated, "checkpoint", "never")),
         queue_depth=int(settings.get("queue_depth", 2)),
         one_thread=cls.one_thread_on_cpu and device_kind == "cpu",
         replicas=devices if schedule == "data_parallel" else 1,
+        overhead_s=overhead_s,
     )
-    return run_schedule(build_schedule(schedule, plan), plan.devices, int(settings.get("warmup_steps", 1)))
+    return run_schedule(build_schedule(schedule, plan), plan.devices, warmup=1)
 
 
 def _balances(schedule: str, curve: CostCurve, batch: int, devices: int, choice: object) -> list[Optional[tuple[int, ...]]]:
@@ -148,6 +154,9 @@ def predict_grid(frame: pd.DataFrame, results_dir: Path, devices: Sequence[int],
     kind_of = {c.method: c.device_kind for c in cells}
     bp = bp_like_method(sorted({c.method for c in ones}), settings_of)
     measured_bp = {(c.network, c.batch): c.step_s for c in ones if c.method == bp}
+    from .overheads import measured_overheads, overhead_for  # overheads.py simulates with predict_cell
+
+    overheads = measured_overheads(ones, curves, bp, link, Path(results_dir))
     combos = sorted({(c.method, c.network, c.batch) for c in cells}, key=lambda t: (t[0], t[1].model, t[2]))
     out: list[Prediction] = []
     for method, network, batch in combos:
@@ -161,7 +170,8 @@ def predict_grid(frame: pd.DataFrame, results_dir: Path, devices: Sequence[int],
                 continue
             for split in _balances(schedule, curve, batch, n, balance):
                 outcome = predict_cell(method, curve, network, batch, n, split, link, settings_of[method],
-                                       kind_of[method], facts_of(network, results_dir))
+                                       kind_of[method], facts_of(network, results_dir),
+                                       overhead_for(overheads, method, network, schedule, batch, n))
                 base = measured_bp.get((network, batch))
                 out.append(Prediction(method, network, batch, n, split or (), outcome.step_s,
                                       base / outcome.step_s if base and outcome.step_s > 0 else None,

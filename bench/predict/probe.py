@@ -1,13 +1,16 @@
 """Measure this machine's device-to-device hand-over and fit a link profile (latency + bytes / bandwidth).
 
 CPU: two spawned processes exchange tensors over gloo (what the harness's
-process executors use), ping-pong, one way = half the round trip.  CUDA with
+process executors use), ping-pong, one way = half the round trip; then they
+all-reduce the same sizes (DDP's buckets), fitted on their own, since a
+collective is not a send (its reduction arithmetic runs on the same cores).  CUDA with
 two or more GPUs: `Tensor.to` from GPU 0 to GPU 1 (peer copies, what a pipeline
 hand-over is), timed with CUDA events.  The fit is ordinary least squares of the
 median time against the message size over 1 KB..64 MB.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import statistics
@@ -67,12 +70,24 @@ def _gloo_rank(rank: int, port: int, sizes: Sequence[int], repeats: int, out) ->
             if i:
                 rounds.append((time.perf_counter() - start) / 2)
         times.append(statistics.median(rounds))
+    reduces = []
+    for size in sizes:
+        buf = torch.ones(size // 4, dtype=torch.float32)
+        rounds = []
+        for i in range(repeats + 1):
+            dist.barrier()
+            start = time.perf_counter()
+            dist.all_reduce(buf)
+            if i:
+                rounds.append(time.perf_counter() - start)
+        reduces.append(statistics.median(rounds))
     if rank == 0:
-        out.put(times)
+        out.put((times, reduces))
     dist.destroy_process_group()
 
 
-def _gloo_times(sizes: Sequence[int], repeats: int) -> list[float]:
+def _gloo_times(sizes: Sequence[int], repeats: int) -> tuple[list[float], list[float]]:
+    """One-way send times and all-reduce times per size, between two spawned processes."""
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("spawn")
@@ -112,7 +127,10 @@ def probe_link(sizes: Sequence[int] = SIZES, repeats: int = 5) -> Link:
         times = _cuda_times(sizes, repeats)
         return fit_link(sizes, times, f"probed-cuda-{host}",
                         f"python -m bench.predict --probe: cuda:0 -> cuda:1 copies on {host}, {time.strftime('%Y-%m-%d')}")
-    times = _gloo_times(sizes, repeats)
-    return fit_link(sizes, times, f"probed-gloo-{host}",
-                    f"python -m bench.predict --probe: gloo send/recv between 2 processes on {host}, "
+    times, reduces = _gloo_times(sizes, repeats)
+    link = fit_link(sizes, times, f"probed-gloo-{host}",
+                    f"python -m bench.predict --probe: gloo send/recv and all-reduce between 2 processes on {host}, "
                     f"{time.strftime('%Y-%m-%d')}")
+    collective = fit_link(sizes, reduces, "", "")  # 2 ranks: the ring moves 2(N-1)/N = 1 x the bytes
+    return dataclasses.replace(link, all_reduce_latency_s=collective.latency_s,
+                               all_reduce_bus_bytes_s=collective.bandwidth_bytes_s)

@@ -16,6 +16,7 @@ import pandas as pd
 from .inputs import CellFacts, all_cells, cost_curves, one_device_cells, options_of
 from .links import Link
 from .outcome import Outcome
+from .overheads import measured_overheads, overhead_for
 from .predictor import bp_like_method, curve_for, facts_of, predict_cell
 
 __all__ = ["Comparison", "compare_cells"]
@@ -47,6 +48,7 @@ def compare_cells(frame: pd.DataFrame, results_dir: Path, link: Link,
     curves = cost_curves(ones, Path(results_dir))
     cells = all_cells(frame)
     bp = bp_like_method(sorted({c.method for c in ones}), {c.method: c.settings for c in cells})
+    overheads = measured_overheads(ones, curves, bp, link, Path(results_dir))
     out = []
     for cell in cells:
         if cell.devices < 2 or (methods is not None and cell.method not in methods) or cell.step_s is None:
@@ -64,6 +66,7 @@ def compare_cells(frame: pd.DataFrame, results_dir: Path, link: Link,
         if split is None and schedule != "data_parallel":
             continue
         outcome = predict_cell(cell.method, curve, cell.network, cell.batch, cell.devices, split, link,
-                               cell.settings, cell.device_kind, facts_of(cell.network, Path(results_dir)))
+                               cell.settings, cell.device_kind, facts_of(cell.network, Path(results_dir)),
+                               overhead_for(overheads, cell.method, cell.network, schedule, cell.batch, cell.devices))
         out.append(Comparison(cell, balance, outcome.step_s, cell.step_s, outcome))
     return out
