@@ -18,6 +18,8 @@ from typing import Any, Iterator, Optional
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .loader import private_generator, worker_options
+
 __all__ = ["epoch_seed", "epoch_order", "batches_per_epoch", "EpochStream"]
 
 _ORDER_STREAM = 0x0E90C
@@ -112,9 +114,9 @@ class EpochStream:
                              "use a smaller batch_size or more training items")
         self.items = _EpochBatches(dataset, batch_size, seed, views, first, last, shard)
         pin = torch.cuda.is_available() if pin_memory is None else pin_memory
-        extra: dict[str, Any] = {"prefetch_factor": prefetch_factor} if workers > 0 else {}
+        extra: dict[str, Any] = {"prefetch_factor": prefetch_factor, **worker_options(workers)} if workers > 0 else {}
         self.loader = DataLoader(self.items, batch_size=None, shuffle=False, num_workers=workers,
-                                 pin_memory=pin, **extra)
+                                 pin_memory=pin, generator=private_generator(seed), **extra)
         self.next_epoch = first
         self._iterator: Optional[Iterator] = None
 

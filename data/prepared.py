@@ -48,7 +48,7 @@ def prepare_batches(dataset: Any, batch_size: int, count: int, seed: int, views:
     # Dataset's items are already augmented, so they become view 1.
     raw_views = views if hasattr(dataset, "get_batch") else 1
     if workers > 0 and count > 0:
-        batches = list(batch_loader(dataset, index_batches, workers, views=raw_views))
+        batches = list(batch_loader(dataset, index_batches, workers, views=raw_views, seed=seed))
     else:
         batches = [fetch_batch(dataset, idx, raw_views) for idx in index_batches]
     if views != raw_views:

@@ -34,3 +34,18 @@ def test_augmentation_is_drawn_per_epoch_and_does_not_depend_on_workers_or_start
 
 def test_epoch_batches_drop_only_a_one_item_tail():
     assert batches_per_epoch(17, 8) == 2 and batches_per_epoch(18, 8) == 3 and batches_per_epoch(16, 8) == 2
+
+
+def test_reading_data_leaves_the_global_generator_alone():
+    """Model init and dropout draw from torch's global generator; loading (with or without workers) must not,
+    or a cell's network would depend on `data_workers` (data/loader.py `private_generator`)."""
+    from data.prepared import prepare_batches
+
+    train = load_dataset("cifar10@synthetic", "train", val_fraction=0.0, max_train_items=16)
+    state = torch.get_rng_state()
+    prepare_batches(train, 8, 2, 0, 1, "vision", workers=1)
+    for workers in (0, 1):
+        stream = EpochStream(train, 8, 0, 1, 1, 1, workers=workers)
+        list(stream.epoch(1))
+        stream.close()
+    assert torch.equal(torch.get_rng_state(), state)
