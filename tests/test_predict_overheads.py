@@ -24,12 +24,21 @@ SETTINGS = {"warmup_steps": 1, "steps": 4, "method_options": {"gpipe": {"chunks"
 
 
 @pytest.mark.parametrize("n,m", [(2, 4), (4, 8)])
-def test_gpipe_with_an_overhead_per_micro_batch_is_m_plus_n_minus_1_times_t_plus_c(n, m):
+def test_gpipe_with_an_overhead_per_micro_batch_is_m_plus_n_minus_1_times_t_plus_c_over_n(n, m):
+    # equal stages: each device's share of a micro-batch's overhead c is c / n
     t_f, t_b, c = 1.0, 2.0, 0.5
     costs = StageCosts.uniform(n, forward=t_f, backward=t_b, batch=1)  # a micro-batch of 1 sample
     plan = Plan(CostCurve((costs,)), m, (1,) * n, FREE, batches=1, micro_batches=m, overhead_s=c)
     outcome = run_schedule(build_schedule("gpipe", plan), n, 0)
-    assert outcome.step_s == pytest.approx((m + n - 1) * (t_f + t_b + c))
+    assert outcome.step_s == pytest.approx((m + n - 1) * (t_f + t_b + c / n))
+
+
+def test_the_overhead_follows_the_stage_work():
+    costs = StageCosts(1, (1.0, 3.0), (0.0, 0.0), (2.0, 6.0), (0.0, 0.0))  # stage 1 does 3/4 of the work
+    plan = Plan(CostCurve((costs,)), 1, (1, 1), FREE, batches=1, overhead_s=0.4)
+    timed = run_schedule(build_schedule("gpipe", plan), 2, 0).timed
+    assert timed["FW:t0:j0:k0"].task.duration == pytest.approx(1.0 + 0.2 * 0.25)
+    assert timed["BW:t0:j0:k1"].task.duration == pytest.approx(6.0 + 0.2 * 0.75)
 
 
 def test_ddp_charges_the_overhead_once_per_step_on_every_replica():
@@ -63,7 +72,7 @@ def test_the_overhead_is_the_one_device_cell_minus_bps_simulated_step(tmp_path):
     assert overhead_for(found, "gpipe_dist", NET, "gpipe", 32, 2) == 0.0  # no one-device cell: nothing added
     two = predict_cell("gpipe", bp, NET, 32, 2, (2, 2), link, SETTINGS, "cpu", _facts(tmp_path), overhead_s=c)
     plain = predict_cell("gpipe", bp, NET, 32, 2, (2, 2), link, SETTINGS, "cpu", _facts(tmp_path))
-    assert two.step_s == pytest.approx(plain.step_s + 2 * 4 * c)  # one thread: every device's share in a row
+    assert two.step_s == pytest.approx(plain.step_s + 4 * c)  # one thread: both devices' shares in a row
 
 
 def _facts(folder):

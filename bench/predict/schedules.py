@@ -53,9 +53,9 @@ class Plan:
     one_thread: bool = False  # every device's work in one thread (torchgpipe on CPU)
     bucket_bytes: float = DDP_BUCKET_BYTES
     replicas: int = 1  # data parallelism: devices each holding every stage (balance = (stages,))
-    # the method's own machinery beyond the stage work, measured on one device (overheads.py): seconds per
-    # micro-batch on each device it passes (gpipe, 1f1b), per step on each replica (data_parallel),
-    # charged half with the device's first forward of it, half with its last backward
+    # what the method's runs cost beyond BP's stage work, measured on one device (overheads.py): seconds per
+    # micro-batch (gpipe, 1f1b) or per step on each replica (data_parallel), spread over the stages by their
+    # share of the work, half with each forward, half with each backward
     overhead_s: float = 0.0
 
     @property
@@ -121,13 +121,15 @@ class _Builder:
     def crosses(self, a: int, b: int) -> bool:
         return self.plan.device_of(a) != self.plan.device_of(b)
 
-    def first_on_device(self, k: int) -> bool:
-        """Stage k is the first its device runs: a micro-batch's overhead is charged there."""
-        return k == 0 or self.crosses(k - 1, k)
-
-    def with_overhead(self, k: int, seconds: float) -> float:
-        """`seconds` plus half the plan's overhead when k is its device's first stage (never below 0)."""
-        return max(0.0, seconds + self.plan.overhead_s / 2) if self.first_on_device(k) else seconds
+    def with_overhead(self, c: StageCosts, k: int, seconds: float) -> float:
+        """`seconds` plus stage k's part of half the plan's overhead (its share of the forward and backward
+        work), never below 0: the extra is the library's per micro-batch, spread over the devices as the
+        work is, so a device pays for the stages it runs (bench/predict/overheads.py says why)."""
+        if not self.plan.overhead_s:
+            return seconds
+        work = [c.forward[i] + c.backward[i] for i in range(c.num_stages)]
+        share = work[k] / sum(work) if sum(work) > 0 else 1.0 / c.num_stages
+        return max(0.0, seconds + self.plan.overhead_s / 2 * share)
 
     def activation(self, k: int, samples: float) -> float:
         sizes = self.plan.activation_bytes
@@ -160,7 +162,7 @@ def _coupled_forward(b: _Builder, c: StageCosts, t: int, j: int, samples: float,
     for k in range(c.num_stages):
         if k > 0 and b.crosses(k - 1, k):
             dep = [b.copy(t, j, k - 1, k, b.activation(k - 1, samples), dep)]
-        dep = [b.add("FW", t, j, k, b.with_overhead(k, c.forward[k]), after=dep)]
+        dep = [b.add("FW", t, j, k, b.with_overhead(c, k, c.forward[k]), after=dep)]
     return b.add("LOSS", t, j, c.num_stages - 1, sum(c.loss), after=dep)
 
 
@@ -173,7 +175,7 @@ def _coupled_backward(b: _Builder, c: StageCosts, fw: StageCosts, t: int, j: int
             dep = [b.copy(t, j, k + 1, k, b.activation(k, samples), dep)]
         if recompute:
             dep = [b.add("FW", t, j, k, fw.forward[k], after=dep, tag="recompute")]
-        dep = [b.add("BW", t, j, k, b.with_overhead(k, c.backward[k]), after=dep)]
+        dep = [b.add("BW", t, j, k, b.with_overhead(c, k, c.backward[k]), after=dep)]
     return dep[0]
 
 
@@ -240,7 +242,7 @@ def one_f_one_b(plan: Plan) -> Schedule:
                         dep = [f"FW:t{t}:j{j}:k{k - 1}"] if k > 0 else []
                         if k > 0 and b.crosses(k - 1, k):
                             dep = [b.copy(t, j, k - 1, k, b.activation(k - 1, samples), dep)]
-                        b.add("FW", t, j, k, b.with_overhead(k, micro.forward[k]), after=dep)
+                        b.add("FW", t, j, k, b.with_overhead(micro, k, micro.forward[k]), after=dep)
                     if last in stages:
                         b.add("LOSS", t, j, last, sum(micro.loss), after=[f"FW:t{t}:j{j}:k{last}"])
                 else:
@@ -248,7 +250,7 @@ def one_f_one_b(plan: Plan) -> Schedule:
                         dep = [f"BW:t{t}:j{j}:k{k + 1}"] if k < last else [f"LOSS:t{t}:j{j}:k{last}"]
                         if k < last and b.crosses(k, k + 1):
                             dep = [b.copy(t, j, k + 1, k, b.activation(k, samples), dep)]
-                        b.add("BW", t, j, k, b.with_overhead(k, micro.backward[k]), after=dep)
+                        b.add("BW", t, j, k, b.with_overhead(micro, k, micro.backward[k]), after=dep)
             for k in stages:
                 b.add("UP", t, 0, k, full.update[k])
         b.schedule.completions.append([f"UP:t{t}:j0:k{k}" for k in range(plan.num_stages)])
@@ -323,10 +325,10 @@ def data_parallel(plan: Plan) -> Schedule:
     for t in range(plan.batches):
         for d in range(n):
             for k in stages:
-                b.add("FW", t, d, k, b.with_overhead(k, c.forward[k]), device=d)
+                b.add("FW", t, d, k, b.with_overhead(c, k, c.forward[k]), device=d)
             b.add("LOSS", t, d, c.num_stages - 1, sum(c.loss), device=d)
             for k in reversed(stages):
-                b.add("BW", t, d, k, b.with_overhead(k, c.backward[k]), device=d)
+                b.add("BW", t, d, k, b.with_overhead(c, k, c.backward[k]), device=d)
         reduced: list[str] = []
         if n > 1:
             for i, (k, nbytes) in enumerate(buckets):
