@@ -2,8 +2,9 @@
 
 Runs bench/grids/predict_check.yaml (BP, SCPL, GPipe with both backends and DDP
 on the ConvNet, batch 32-256, 1 and 2 CPU devices, profiled) into
-results/bench/predict_check -- a rerun resumes, so the grid is measured once --
-then predicts every two-device cell from the one-device cells of the same run
+results/bench/predict_check -- afresh: a folder left by an earlier run is moved to
+predict_check_previous first, since the store resumes a folder and a rerun into it would report
+the old cells as new -- then predicts every two-device cell from the one-device cells of the same run
 and compares: |predicted / measured - 1| per cell, the median and the worst.
 
     python -m bench.benchmark.predict_accuracy [RESULTS_DIR] [--link NAME|FILE] [--no-run]
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -31,7 +33,11 @@ TARGET = 0.10  # median |predicted / measured - 1| (the issue's goal is 0.05)
 
 
 def run_grid(results: Path = RESULTS) -> None:
-    """Measure the grid (resuming what is done); a failed cell stays a failed row."""
+    """Measure the grid afresh (an earlier run's folder moved to `<name>_previous`); a failed cell stays a failed row."""
+    if results.exists():
+        previous = results.with_name(results.name + "_previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        results.rename(previous)
     subprocess.run([sys.executable, str(REPO_ROOT / "run_matrix.py"), "--grid", str(GRID), "--results", str(results),
                     "--no-progress"], cwd=REPO_ROOT, check=False)
 
