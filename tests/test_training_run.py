@@ -174,3 +174,13 @@ def test_accuracy_grid_has_the_papers_settings():
         assert (s.padding, s.padding_side, s.max_len, s.embedding_feature) == ("batch", "right", None, "mean")
         assert s.views == 1  # the references do not augment text
     assert {c.method for c in text} == {"bp", "early_exit", "al", "scpl", "dascpl"}
+
+
+def test_only_the_rank_that_warns_prints_the_data_warning(capsys):
+    """40 of 50,000 items read: one warning line per cell; a distributed cell's other ranks pass warn=False
+    (bench/cell/rank_phases.py), so N ranks do not print it N times."""
+    cell = _cell("bp", 1)
+    prepare_data(cell, None, read_training=False)
+    assert capsys.readouterr().err.count("training items read") == 1
+    prepare_data(cell, None, read_training=False, warn=False)
+    assert "training items read" not in capsys.readouterr().err
