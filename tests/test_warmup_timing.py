@@ -41,8 +41,8 @@ def test_timed_steps_after_a_drained_warmup_are_the_bottleneck_stage():
     # stage 1 is faster in steady state (30 ms) but pays 400 ms on its first batch
     steps = [_SleepStep(bottleneck), _SleepStep(0.03, first_extra=0.4)]
     devices = resolve_devices(2, "cpu", threads_per_device=1)
-    record = time_after_warmup(lambda b, w: run_pipelined(steps, [1, 1], devices, b, w, queue_depth=2),
-                               _batches(2 + 10), warmup_steps=2)
+    record = time_after_warmup(lambda b, _count, w: run_pipelined(steps, [1, 1], devices, b, w, queue_depth=2),
+                               _batches(2 + 10), warmup_steps=2, steps=10)
     stats = step_stats(record)
     assert len(stats.step_times_s) == 10
     assert stats.median_s >= 0.9 * bottleneck, stats.step_times_s

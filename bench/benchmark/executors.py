@@ -79,19 +79,16 @@ def _ranks_job(rank: int, world: int, device, model: str, dataset: str, batch: i
     """One rank of the process executor: its stage group trained on rank 0's batches; rank 0's record."""
     import torch.distributed as dist
 
-    from bench.cell.timing import warmup_split
+    from bench.cell.timing import time_after_warmup, warmup_split
     from bench.execution.rank_context import pipeline_context
     from bench.execution.rank_loops import StageGroupLoop
 
     loop = StageGroupLoop(_method(model, dataset), pipeline_context(rank, world, device, balance), queue_depth)
     batches = _batches(dataset, batch, warmup + steps) if rank == 0 else None
-    split = warmup_split(warmup)  # as a cell times: the warm-up but one drained, then one fill batch
-    if split.drained:
-        loop.run(batches[:split.drained] if batches is not None else None, split.drained, 0)
-    summary = loop.run(batches[split.drained:] if batches is not None else None, split.fill + steps, split.fill)
+    summary = time_after_warmup(loop.run, batches, warmup, steps)  # as a cell times
     gathered: Optional[list] = [None] * world if rank == 0 else None
     dist.gather_object(summary, gathered, dst=0)
-    return loop.record(gathered, split.fill) if gathered is not None else None
+    return loop.record(gathered, warmup_split(warmup).fill) if gathered is not None else None
 
 
 def measure_direct(model: str = "convnet", dataset: str = "cifar10@synthetic", batch: int = 32,
@@ -112,8 +109,8 @@ def measure_direct(model: str = "convnet", dataset: str = "cifar10@synthetic", b
                 method = _method(model, dataset)
                 method.place(stage_devices(balance, devices.devices))
                 record = time_after_warmup(
-                    lambda b, w: run_pipelined(method.stage_steps(), balance, devices, b, w, queue_depth),
-                    batches, warmup)
+                    lambda b, _count, w: run_pipelined(method.stage_steps(), balance, devices, b, w, queue_depth),
+                    batches, warmup, steps)
             else:
                 record = run_ranks(_ranks_job, devices, (model, dataset, batch, warmup, steps, balance,
                                                          queue_depth))[0]

@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Optional, Protocol, Sequence
 
 import torch
 
@@ -319,10 +319,13 @@ def _train_untimed(cell: Cell, placed: PlacedMethod, data: CellData) -> Selectio
 def _time_steps(cell: Cell, placed: PlacedMethod, data: CellData, selection: SelectionCurve) -> SampledSteps:
     """Warm-up (drained, then one fill batch: `warmup_split`) and timed steps through the cell's executor."""
     s = cell.settings
-    record = time_after_warmup(
-        lambda batches, warmup: run_training(placed.method, batches, placed.devices, placed.balance,
-                                             warmup_steps=warmup, queue_depth=s.queue_depth, executor=s.executor),
-        data.timed, s.warmup_steps)
+
+    def run(batches: Optional[Sequence], _count: int, warmup: int) -> RunRecord:
+        assert batches is not None  # this process reads every batch
+        return run_training(placed.method, batches, placed.devices, placed.balance, warmup_steps=warmup,
+                            queue_depth=s.queue_depth, executor=s.executor)
+
+    record = time_after_warmup(run, data.timed, s.warmup_steps, s.steps)
     return SampledSteps(selection, record, step_stats(record), cell.batch_size * s.views, s.warmup_steps,
                         data.steps_per_epoch, s.train_steps + s.warmup_steps + s.steps)
 

@@ -61,7 +61,7 @@ from bench.cell.phases import (
 )
 from bench.cell.rank_evaluation import evaluate_in_ranks
 from bench.cell.rows import cell_row, utc_now
-from bench.cell.timing import step_stats, warmup_split
+from bench.cell.timing import step_stats, time_after_warmup, warmup_split
 from bench.cell.training_memory import training_memory_bytes
 from bench.cell.training_run import EpochDone, TimedFeed, TrainingRun, account_epoch, finish_run
 from bench.cell.watchdog import EpochTimeout, EpochWatchdog
@@ -300,15 +300,11 @@ def _sample(me: _Rank) -> _Sampled:
             if point is not None:
                 curve.add(done, point.test_acc, point.val_acc)
     reset_peak(me.ctx.device)
-    split = warmup_split(s.warmup_steps)  # the warm-up but one drained first, as in one process
-    timed = me.batches(me.data.timed)
-    if split.drained:
-        me.loop.run(timed[:split.drained] if timed is not None else None, split.drained, 0)
-    summary = me.loop.run(timed[split.drained:] if timed is not None else None, split.fill + s.steps, split.fill)
+    summary = time_after_warmup(me.loop.run, me.batches(me.data.timed), s.warmup_steps, s.steps)
     gathered = me.gather(summary)
     if gathered is None:
         return _Sampled(None)
-    record = me.loop.record(gathered, split.fill)
+    record = me.loop.record(gathered, warmup_split(s.warmup_steps).fill)
     return _Sampled(SampledSteps(curve, record, step_stats(record), me.cell.batch_size * s.views, s.warmup_steps,
                                  me.data.steps_per_epoch, s.train_steps + s.warmup_steps + s.steps))
 

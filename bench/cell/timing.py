@@ -7,11 +7,13 @@ what an epoch is made of; for a sequential run it is simply each step's duration
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence, TypeVar
 
 from bench.execution.record import RunRecord
 
 __all__ = ["StepStats", "step_stats", "WarmupSplit", "warmup_split", "time_after_warmup"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -79,14 +81,21 @@ def step_stats(record: RunRecord) -> StepStats:
     return StepStats(gaps, _quantile(ordered, 0.5), _quantile(ordered, 0.1), _quantile(ordered, 0.9), sum(gaps))
 
 
-def time_after_warmup(run: Callable[[Sequence, int], RunRecord], batches: Sequence, warmup_steps: int) -> RunRecord:
-    """`run(batches, warmup)` on the warm-up but one (drained), then on the rest with one fill batch excluded.
+def time_after_warmup(run: Callable[[Optional[Sequence], int, int], T], batches: Optional[Sequence],
+                      warmup_steps: int, steps: int) -> T:
+    """`run(batches, count, warmup)` on the warm-up but one (drained), then on the fill batch and `steps` more.
 
-    The record of the second segment: its step times are steady-state gaps
-    (see `WarmupSplit`).  A rank cell does the same through its rank loop
-    (bench/cell/rank_phases.py).
+    What the second call returns: its step times, counted after its one fill
+    batch (`warmup`), are steady-state gaps (see `WarmupSplit`).  `batches` is
+    None on a rank that reads no data; its loop still runs `count` batches.
+    Both executors in one process and a rank cell's loop time through it.
     """
     split = warmup_split(warmup_steps)
+
+    def part(first: int, end: int) -> Optional[Sequence]:
+        return None if batches is None else batches[first:end]
+
     if split.drained:
-        run(batches[:split.drained], 0)
-    return run(batches[split.drained:], split.fill)
+        run(part(0, split.drained), split.drained, 0)
+    timed = split.fill + steps
+    return run(part(split.drained, split.drained + timed), timed, split.fill)
