@@ -11,13 +11,16 @@ median time against the message size over 1 KB..64 MB.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import socket
 import statistics
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
+
+from bench.execution.ranks import free_port
 
 from .links import Link
 
@@ -42,10 +45,18 @@ def fit_link(sizes: Sequence[int], seconds: Sequence[float], name: str, source: 
     return Link(name, latency, 1.0 / slope, source)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _median_seconds(op: Callable[[], object], repeats: int) -> float:
+    """Median of `repeats` timed calls of `op` after one untimed call, both ranks starting each together."""
+    import torch.distributed as dist
+
+    rounds = []
+    for i in range(repeats + 1):
+        dist.barrier()
+        start = time.perf_counter()
+        op()
+        if i:
+            rounds.append(time.perf_counter() - start)
+    return statistics.median(rounds)
 
 
 def _gloo_rank(rank: int, port: int, sizes: Sequence[int], repeats: int, out) -> None:
@@ -54,33 +65,18 @@ def _gloo_rank(rank: int, port: int, sizes: Sequence[int], repeats: int, out) ->
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=2)
-    times = []
-    for size in sizes:
-        buf = torch.zeros(size // 4, dtype=torch.float32)
-        rounds = []
-        for i in range(repeats + 1):
-            dist.barrier()
-            start = time.perf_counter()
-            if rank == 0:
-                dist.send(buf, 1)
-                dist.recv(buf, 1)
-            else:
-                dist.recv(buf, 0)
-                dist.send(buf, 0)
-            if i:
-                rounds.append((time.perf_counter() - start) / 2)
-        times.append(statistics.median(rounds))
-    reduces = []
-    for size in sizes:
-        buf = torch.ones(size // 4, dtype=torch.float32)
-        rounds = []
-        for i in range(repeats + 1):
-            dist.barrier()
-            start = time.perf_counter()
-            dist.all_reduce(buf)
-            if i:
-                rounds.append(time.perf_counter() - start)
-        reduces.append(statistics.median(rounds))
+    peer = 1 - rank
+
+    def ping_pong(buf: torch.Tensor) -> None:  # rank 0 sends first; one way = half the round trip
+        if rank == 0:
+            dist.send(buf, peer)
+            dist.recv(buf, peer)
+        else:
+            dist.recv(buf, peer)
+            dist.send(buf, peer)
+
+    times = [_median_seconds(functools.partial(ping_pong, torch.zeros(size // 4)), repeats) / 2 for size in sizes]
+    reduces = [_median_seconds(functools.partial(dist.all_reduce, torch.ones(size // 4)), repeats) for size in sizes]
     if rank == 0:
         out.put((times, reduces))
     dist.destroy_process_group()
@@ -92,7 +88,7 @@ def _gloo_times(sizes: Sequence[int], repeats: int) -> tuple[list[float], list[f
 
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_gloo_rank, args=(r, port, sizes, repeats, out)) for r in range(2)]
     for p in procs:
         p.start()
