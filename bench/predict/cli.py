@@ -59,9 +59,8 @@ def _probe(out: Optional[str]) -> int:
 
     link = probe_link()
     path = write_link(link, Path(out) if out else Path("results") / "links" / f"{link.name}.yaml")
-    reduce = (f"; all-reduce {link.all_reduce_latency_s * 1e6:.1f} µs, {link.all_reduce_bus_bytes_s / 1e9:.2f} GB/s"
-              if link.all_reduce_latency_s is not None and link.all_reduce_bus_bytes_s else "")
-    print(f"{link.name}: latency {link.latency_s * 1e6:.1f} µs, {link.bandwidth_bytes_s / 1e9:.2f} GB/s{reduce} -> {path}")
+    print(f"{link.name}: latency {link.latency_s * 1e6:.1f} µs, {link.bandwidth_bytes_s / 1e9:.2f} GB/s"
+          f"{link.all_reduce_note()} -> {path}")
     return 0
 
 

@@ -38,6 +38,12 @@ class Link:
     all_reduce_latency_s: Optional[float] = None  # None: the hand-over's
     all_reduce_bus_bytes_s: Optional[float] = None  # bus bandwidth (nccl-tests' busbw); None: the hand-over's
 
+    def all_reduce_note(self) -> str:
+        """"; all-reduce <latency> µs, <bus bandwidth> GB/s bus" where the profile has its own numbers, else ""."""
+        if self.all_reduce_latency_s is None or not self.all_reduce_bus_bytes_s:
+            return ""
+        return f"; all-reduce {self.all_reduce_latency_s * 1e6:.1f} µs, {self.all_reduce_bus_bytes_s / 1e9:.2f} GB/s bus"
+
     def transfer_s(self, nbytes: float) -> float:
         """One hand-over of `nbytes` from a device to the next."""
         return self.latency_s + nbytes / self.bandwidth_bytes_s

@@ -65,7 +65,7 @@ def write_tables(predictions: Sequence[Prediction], results_dir: Path, link: Lin
     lines = [f"# Predicted step times: {results_dir.name}", "",
              f"From the one-device cells of this folder, simulated by `python -m bench.predict` "
              f"(docs/PREDICT.md) over the link `{link.name}` (latency {link.latency_s * 1e6:.1f} µs, "
-             f"{link.bandwidth_bytes_s / 1e9:.2f} GB/s{_all_reduce(link)}). One row per method, batch and device count: the "
+             f"{link.bandwidth_bytes_s / 1e9:.2f} GB/s{link.all_reduce_note()}). One row per method, batch and device count: the "
              "fastest stage split (every split is in predict.csv); bubble = each device's idle share of the "
              "timed steps; speedup over BP's measured step on one device. A library method (GPipe, DDP) with "
              "one-device cells of its own carries the overhead they measured beyond BP's costs "
@@ -77,10 +77,3 @@ def write_tables(predictions: Sequence[Prediction], results_dir: Path, link: Lin
         lines += [f"## {network[0]} on {network[1]}", "", *_md_table(part), ""]
     md_path.write_text("\n".join(lines))
     return [md_path, csv_path]
-
-
-def _all_reduce(link: Link) -> str:
-    """The all-reduce's own numbers, where the link has them."""
-    if link.all_reduce_latency_s is None or not link.all_reduce_bus_bytes_s:
-        return ""
-    return f"; all-reduce {link.all_reduce_latency_s * 1e6:.1f} µs, {link.all_reduce_bus_bytes_s / 1e9:.2f} GB/s bus"
