@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 TINY = dict(epochs=2, max_train_items=30, max_test_items=16, eval_batch_size=16, val_fraction=0.2, balance="even",
             threads_per_device=1, count_train_memory=False, augment="none", views=1, projector="i",
-            device_kind="cpu", executor="processes", keep_checkpoints=True, timeout_s=120,
+            device_kind="cpu", executor="processes", timeout_s=120,
             method_options={"gpipe_dist": {"chunks": 2}})
 
 
@@ -89,7 +89,7 @@ def _equal(a, b) -> bool:
 
 
 def test_a_rank_killed_mid_epoch_ends_the_cell_and_the_rerun_resumes_bit_for_bit(tmp_path):
-    cell = _cell("scpl", 2, epochs=3, max_train_items=120, checkpoint_every=1)
+    cell = _cell("scpl", 2, epochs=3, max_train_items=120, checkpoint_every=1, keep_checkpoints=True)
     whole = run_cell(cell, None, tmp_path / "whole")
     assert whole.status == "ok", whole.error
 

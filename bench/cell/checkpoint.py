@@ -28,6 +28,7 @@ manifest, refuses another world or balance, and loads its own shard.
 """
 from __future__ import annotations
 
+import errno
 import random
 import shutil
 from dataclasses import dataclass, field
@@ -115,11 +116,34 @@ def restore_method(method: Method, schedulers: list, state: dict) -> None:
         scheduler.load_state_dict(saved)
 
 
+# below this much free space a failed write is put down to a full disk
+_FULL_DISK_BYTES = 256 * 2**20
+
+
+def _save(blob: dict, path: Path) -> Path:
+    """`torch.save(blob)` to `path` atomically, saying so plainly when the disk is full.
+
+    Why: torch.save on a full disk fails with "[enforce fail at inline_container.cc]
+    unexpected pos N vs M", which names neither the cause nor the file (pytorch/pytorch
+    issue 76108); a reference ConvNet's checkpoint (parameters and Adam's two moments)
+    is about 75 MB.
+    """
+    try:
+        return atomic_write(path, lambda tmp: torch.save(blob, tmp))
+    except (RuntimeError, OSError) as exc:
+        free = shutil.disk_usage(path.parent).free
+        if free >= _FULL_DISK_BYTES and getattr(exc, "errno", None) != errno.ENOSPC:
+            raise
+        raise OSError(errno.ENOSPC, f"no space left to write checkpoint {path} ({free / 2**20:.0f} MiB free on "
+                                    "its disk): free some space, or pass --results a folder on a larger "
+                                    "disk") from exc
+
+
 def save_checkpoint(path: Path, method: Method, schedulers: list, run: RunState) -> Path:
     """Write the checkpoint of `method` after `run.epoch` epochs, atomically."""
     blob = {"method": method_state(method, schedulers), "run": vars(run).copy(), "rng": _rng_state()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda tmp: torch.save(blob, tmp))
+    return _save(blob, path)
 
 
 def load_checkpoint(path: Path, method: Method, schedulers: list) -> Optional[RunState]:
@@ -155,13 +179,13 @@ class RankCheckpoints:
         """This rank's shard after `epoch` epochs: its own training state, its schedulers and RNGs."""
         blob = {"state": state, "schedulers": [s.state_dict() for s in schedulers], "rng": _rng_state()}
         self.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.folder / self.shard_name(rank, epoch), lambda tmp: torch.save(blob, tmp))
+        _save(blob, self.folder / self.shard_name(rank, epoch))
 
     def save_manifest(self, epoch: int, world: int, balance: list[int], run: RunState) -> None:
         """Rank 0, after every rank's shard of `epoch` is written: the manifest, then older shards go."""
         shards = [self.shard_name(r, epoch) for r in range(world)]
         blob = {"epoch": epoch, "world": world, "balance": list(balance), "shards": shards, "run": vars(run).copy()}
-        atomic_write(self.manifest_path, lambda tmp: torch.save(blob, tmp))
+        _save(blob, self.manifest_path)
         for old in self.folder.glob("rank*-epoch*.pt"):
             if old.name not in shards:
                 old.unlink(missing_ok=True)
