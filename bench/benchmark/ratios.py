@@ -33,6 +33,7 @@ from bench.benchmark.dry_run_speed import dry_run_entry
 from bench.benchmark.executors import CONFIGS as EXECUTOR_CONFIGS
 from bench.benchmark.executors import executor_ratios
 from bench.benchmark.predict_accuracy import predict_entry
+from bench.benchmark.predict_speed import predict_speed_entry
 from bench.benchmark.training import training_entries
 from bench.execution.threads import available_cores, thread_env
 from bench.grid import Cell, CellSettings
@@ -210,9 +211,10 @@ GROUPS: dict[str, Callable[[], list[dict]]] = {
     "cell_rss": lambda: [cell_rss_entry()],
     "dry_run": lambda: [dry_run_entry()],
     "predict": lambda: [predict_entry()],  # bench.predict vs the predict_check grid's two-device cells
+    "predict_speed": lambda: [predict_speed_entry()],  # bench.predict on a 100-cell folder
 }
 FULL = ("speed", "training", *(f"training_step_rate_{k}" for k in STEP_RATE_METHODS), "cell_rss", "dry_run",
-        "predict")  # "executors" is part of "speed"
+        "predict", "predict_speed")  # "executors" is part of "speed"
 
 
 def _merged(path: Path, entries: list[dict]) -> list[dict]:
