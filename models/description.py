@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .meta_forward import shape_only_forwards
 from .staged import Payload, StagedModel
 
 __all__ = ["ModelDescription", "describe_model", "payload_kind"]
@@ -52,15 +53,12 @@ def describe_model(model: StagedModel, sample: torch.Tensor, name: str = "") -> 
     """Describe `model` by running `sample` through its stages (use the meta device: shapes only)."""
     outputs = []
     x: Payload = sample
-    # eval mode: batch norm then reads its running statistics; in training mode its meta-device
-    # forward goes through torch's decompositions, whose first use imports torch._dynamo (seconds)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
+    # batch norm's and an LSTM's meta forwards are slow (torch._dynamo's import; a decomposition
+    # per time step): within shape_only_forwards they only shape their outputs
+    with torch.no_grad(), shape_only_forwards(model):
         for stage in model.stages:
             x = stage(x)
             outputs.append(payload_kind(x))
-    model.train(was_training)
     convolutional = any(isinstance(m, nn.Conv2d) for m in model.stages[0].modules())
     return ModelDescription(name or getattr(model, "name", ""), model.modality, model.num_stages,
                             tuple(outputs), convolutional)

@@ -24,6 +24,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from models.meta_forward import shape_only_forwards
+
 __all__ = ["ModelFacts", "model_facts", "CACHE_NAME"]
 
 _SAMPLE = 2  # samples in the meta-device forward
@@ -71,22 +73,12 @@ def _macs(module: nn.Module, inputs: tuple, out) -> float:
     return 0.0
 
 
-def _same_shape(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
 def _count(model: str, dataset: str, kwargs_json: str) -> ModelFacts:
     from data import get_spec
     from models.build import build_model
 
     spec = get_spec(dataset)
     staged = build_model(model, spec, "meta", **json.loads(kwargs_json))
-    for module in staged.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            # batch norm keeps its input's shape and counts no multiply-adds here, and its meta
-            # forward (in either mode) goes through a decomposition that imports torch._dynamo:
-            # a second of the first prediction of a folder
-            module.forward = _same_shape  # type: ignore[method-assign, assignment]
     dtype = torch.long if spec.modality == "text" else torch.float
     x = torch.zeros((_SAMPLE, *spec.input_shape), dtype=dtype, device="meta")
     activations, macs = [], []
@@ -97,7 +89,9 @@ def _count(model: str, dataset: str, kwargs_json: str) -> ModelFacts:
 
     handles = [m.register_forward_hook(hook) for m in staged.modules()]
     try:
-        with torch.no_grad():
+        # batch norm's and an LSTM's meta forwards only shape their outputs (seconds saved);
+        # _macs counts from shapes
+        with torch.no_grad(), shape_only_forwards(staged):
             for stage in staged.stages:
                 counted[0] = 0.0
                 x = stage(x)
