@@ -11,6 +11,9 @@ would, and asserts on the rows and traces:
 - the trace holds CUDA kernels that ran inside the phase labels (`stage{k}/...`,
   `Forward i` ...) on every GPU the cell used;
 - multi-process cells on 2+ GPUs ran NCCL kernels (their trace names `nccl`);
+- pipelines on 2+ GPUs choose their split by timing their stages on the GPU (`balance: auto`)
+  and count a step's training memory; one-epoch training runs of SCPL with processes,
+  `gpipe_dist` and DDP (pinned batches read ahead in the ranks, evaluation, a checkpoint);
 - the three distributed methods (DDP, gpipe_dist, SCPL with `executor: processes`) also run
   as a cluster job starts them: torchrun on this node, `python -m bench.run.rank_cell`, NCCL,
   rank 0 storing the row (with one GPU only DDP, as one rank: NCCL refuses two ranks on one GPU);
@@ -74,6 +77,14 @@ def _cell(method: str, devices: int, batch: int = BATCH, **settings):
     return Cell("gpu-check", method, MODEL, DATASET, batch, devices, 0, _settings(**settings))
 
 
+# Pipelines on 2+ GPUs also choose their split by timing the stages on their first GPU and count one
+# step's training memory: both run a copy of the whole network on one device, which a pipeline rank
+# (its other stages left on the CPU) must arrange
+PIPELINE = dict(balance="auto", count_train_memory=True)
+# A short training run: epochs of pinned batches read ahead in the ranks, evaluation and a checkpoint
+TRAINING_RUN = dict(epochs=1, max_train_items=320, max_test_items=128, val_fraction=0.0, profile=None)
+
+
 def plan_cells(gpus: int) -> list[CheckedCell]:
     """The cells to run on a machine with `gpus` GPUs (at least 1)."""
     staged = min(gpus, MAX_STAGES)  # a staged network cannot use more devices than it has stages
@@ -81,14 +92,19 @@ def plan_cells(gpus: int) -> list[CheckedCell]:
     if staged >= 2:
         plan += [
             CheckedCell("bp (naive model parallel)", _cell("bp", staged)),
-            CheckedCell("scpl threads", _cell("scpl", staged, executor="threads")),
-            CheckedCell("scpl processes", _cell("scpl", staged, executor="processes"), needs_nccl=True),
-            CheckedCell("gpipe", _cell("gpipe", staged, method_options={"chunks": 4})),
-            CheckedCell("gpipe_dist", _cell("gpipe_dist", staged, method_options={"chunks": 4}), needs_nccl=True),
+            CheckedCell("scpl threads", _cell("scpl", staged, executor="threads", **PIPELINE)),
+            CheckedCell("scpl processes", _cell("scpl", staged, executor="processes", **PIPELINE), needs_nccl=True),
+            CheckedCell("gpipe", _cell("gpipe", staged, method_options={"chunks": 4}, **PIPELINE)),
+            CheckedCell("gpipe_dist", _cell("gpipe_dist", staged, method_options={"chunks": 4}, **PIPELINE),
+                        needs_nccl=True),
+            CheckedCell("scpl processes, 1 epoch", _cell("scpl", staged, executor="processes", **TRAINING_RUN)),
+            CheckedCell("gpipe_dist, 1 epoch", _cell("gpipe_dist", staged, method_options={"chunks": 4},
+                                                      **TRAINING_RUN)),
         ]
     for count in range(1, gpus + 1):
         batch = count * math.ceil(BATCH / count)  # DDP splits the batch evenly over its ranks
         plan.append(CheckedCell("ddp", _cell("ddp", count, batch=batch), needs_nccl=count > 1))
+    plan.append(CheckedCell("ddp, 1 epoch", _cell("ddp", gpus, batch=gpus * math.ceil(BATCH / gpus), **TRAINING_RUN)))
     return plan
 
 
@@ -105,8 +121,8 @@ def plan_torchrun_cells(gpus: int) -> list[CheckedCell]:
     return [
         CheckedCell(label, cell, needs_nccl=True, torchrun=True) for label, cell in (
             ("ddp (torchrun)", _cell("ddp", gpus, batch=gpus * math.ceil(BATCH / gpus))),
-            ("gpipe_dist (torchrun)", _cell("gpipe_dist", staged, method_options={"chunks": 4})),
-            ("scpl processes (torchrun)", _cell("scpl", staged, executor="processes")))
+            ("gpipe_dist (torchrun)", _cell("gpipe_dist", staged, method_options={"chunks": 4}, **PIPELINE)),
+            ("scpl processes (torchrun)", _cell("scpl", staged, executor="processes", **PIPELINE)))
     ]
 
 
@@ -174,6 +190,8 @@ def check_row(item: CheckedCell, results_dir: Path) -> None:
     peaks = list(row.peak_mem_per_device or [])
     if row.peak_mem_kind != "cuda_max_allocated" or len(peaks) != devices or not all(p and p > 0 for p in peaks):
         item.problems.append(f"peak memory per device not filled: {row.peak_mem_kind} {peaks}")
+    if item.cell.settings.profile is None:
+        return  # a training run: its trace is not what it checks
     if not row.trace_dir:
         item.problems.append("no trace")
         return
@@ -250,7 +268,8 @@ def check_same_training(plan: list[CheckedCell]) -> list[str]:
     pairs = [(local[i.cell.cell_id], i) for i in plan if i.torchrun and i.cell.cell_id in local]
     threads = next((i for i in plan if i.label == "scpl threads"), None)
     if threads is not None:
-        pairs += [(threads, i) for i in plan if i.cell.method == "scpl" and i.cell.settings.executor == "processes"
+        same = threads.cell.settings.replace(executor="processes")  # the same cell but for its hand-over
+        pairs += [(threads, i) for i in plan if i.cell.method == "scpl" and i.cell.settings == same
                   and i.cell.devices == threads.cell.devices]
     problems = []
     for a, b in pairs:

@@ -46,7 +46,12 @@ def test_plan_covers_every_executor_and_each_ddp_count():
     assert [n for label, n in labels if label == "ddp"] == list(range(1, 9))
     assert all(p.cell.batch_size % p.cell.devices == 0 for p in plan if p.label == "ddp")
     assert all(p.cell.settings.device_kind == "cuda" for p in plan)
-    assert [p.label for p in plan_cells(1)] == ["bp", "scpl", "ddp"]  # one GPU: nothing to split
+    assert [p.label for p in plan_cells(1)] == ["bp", "scpl", "ddp", "ddp, 1 epoch"]  # one GPU: nothing to split
+    by_label = {p.label: p.cell.settings for p in plan}
+    for label in ("scpl processes", "gpipe_dist", "scpl threads"):  # the split timed on the GPU, memory counted
+        assert by_label[label].balance == "auto" and by_label[label].count_train_memory
+    for label in ("scpl processes, 1 epoch", "gpipe_dist, 1 epoch", "ddp, 1 epoch"):
+        assert by_label[label].is_training_run and by_label[label].profile is None
 
 
 def test_trace_kernels_counts_kernels_under_labels(tmp_path):

@@ -37,3 +37,16 @@ def test_decoupled_stages_each_hold_less_than_bp_and_measuring_changes_nothing()
     per_module = training_memory_bytes(contsup, (x, y))
     assert len(per_module) == 4 and max(per_module) < bp_total
     assert all(torch.equal(before[k], v) for k, v in contsup.model.state_dict().items())
+
+
+def test_a_coupled_step_counted_on_the_cpu_holds_the_same_bytes():
+    # what a gpipe_dist rank asks for (its model spans its GPU and the CPU); here both are the CPU,
+    # so the count must be the same and the method's own state untouched
+    spec = get_spec("cifar10@synthetic")
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    method = create_method("gpipe_dist", build_model("convnet", spec), MethodConfig(options={"chunks": 2}))
+    method.train_step(x, y)  # optimizer state exists, as after training
+    before = {k: v.clone() for k, v in method.model.state_dict().items()}
+    assert training_memory_bytes(method, (x, y), on_cpu=True) == training_memory_bytes(method, (x, y))
+    assert all(torch.equal(before[k], v) for k, v in method.model.state_dict().items())

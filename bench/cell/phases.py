@@ -296,7 +296,7 @@ def place(cell: Cell, built: BuiltMethod, data: CellData, devices: DeviceSet) ->
     """Choose the balance (given, even, or by timing the stages on probe batches) and place the stages."""
     s = cell.settings
     method = built.method
-    balance, costs = choose_balance(method, devices.count, data.timed, s.balance)
+    balance, costs = choose_balance(method, devices.count, data.timed, s.balance, device=devices.devices[0])
     method.place(stage_devices(balance, devices.devices), balance)
     return PlacedMethod(method, devices, balance, costs or [], s.executor)
 

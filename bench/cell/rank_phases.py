@@ -185,13 +185,15 @@ def _device_set(cell: Cell, device: torch.device, world: int, first: bool) -> Op
                      s.threads_per_device or cores_per_device(world), cores)
 
 
-def _balance(cell: Cell, method: Method, data: CellData, world: int, first: bool) -> tuple[list[int], list[float]]:
-    """A given or even balance on every rank alike; `auto`, `predicted`: timed on rank 0's probes, then broadcast."""
+def _balance(cell: Cell, method: Method, data: CellData, world: int, first: bool,
+             device: torch.device) -> tuple[list[int], list[float]]:
+    """A given or even balance on every rank alike; `auto`, `predicted`: timed on rank 0's probes and
+    device, then broadcast."""
     setting = cell.settings.balance
     if setting not in ("auto", "predicted"):
         balance, costs = choose_balance(method, world, [], setting)
         return balance, costs or []
-    chosen = choose_balance(method, world, data.timed, setting) if first else None
+    chosen = choose_balance(method, world, data.timed, setting, device=device) if first else None
     balance, costs = _broadcast(chosen, first)
     return balance, costs or []
 
@@ -215,7 +217,7 @@ def run_rank_program(cell: Cell, rank: int, world: int, device: torch.device, da
     data = prepare_data(cell, data_root, read_training=_reads_training(cell, rank), warn=first)
     built = build_method(cell, data, data_root)
     method = built.method
-    balance, costs = _balance(cell, method, data, world, first)
+    balance, costs = _balance(cell, method, data, world, first, device)
     ctx = _context(method, rank, world, device, balance)
     loop = make_rank_loop(method, ctx, cell.settings.queue_depth)
     me = _Rank(cell, ctx, method, loop, data)
@@ -230,7 +232,8 @@ def run_rank_program(cell: Cell, rank: int, world: int, device: torch.device, da
         return None
     assert devices is not None and peaks is not None and digests is not None
     s = cell.settings
-    train_mem = training_memory_bytes(method, data.timed[0]) if s.count_train_memory else []
+    # a pipeline rank placed only its own stages: its coupled step is counted on the CPU
+    train_mem = training_memory_bytes(method, data.timed[0], on_cpu=not ctx.replica) if s.count_train_memory else []
     trained = Trained(result.outcome, ranks_memory(peaks, train_mem),
                       ranks_checksum(digests, method.model.num_stages, ctx.replica))
     placed = PlacedMethod(method, devices, balance, costs, s.executor)

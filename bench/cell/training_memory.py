@@ -74,13 +74,29 @@ def static_bytes(params: Sequence[nn.Parameter], optimizers: Sequence[torch.opti
     return total
 
 
-def training_memory_bytes(method: Method, batch: tuple) -> list[int]:
+def _move_to_cpu(method: Method) -> None:
+    """Every module of `method` and its optimizers' state on the CPU (the Parameter objects stay)."""
+    for module in method.modules():
+        module.cpu()
+    for optimizer in method.optimizers():
+        for state in optimizer.state.values():
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    state[key] = value.cpu()
+
+
+def training_memory_bytes(method: Method, batch: tuple, on_cpu: bool = False) -> list[int]:
     """Bytes one training step holds, per stage step (decoupled) or for the whole network.
 
     Runs on a deep copy, so the measured method's parameters and optimizer state
-    are untouched.
+    are untouched.  `on_cpu`: a coupled method's step runs on the CPU, for a
+    pipeline rank's method, which placed only its own stages (the other ranks'
+    stayed on the CPU), so its whole network spans devices it cannot step across;
+    the bytes a step holds are the same on any device.
     """
     trial = copy.deepcopy(method)
+    if on_cpu and not trial.decoupled:
+        _move_to_cpu(trial)
     x, y = batch
     if trial.decoupled:
         out = []

@@ -15,7 +15,7 @@ import torch
 
 from .threads import available_cores, cores_per_device
 
-__all__ = ["DeviceSet", "resolve_devices", "synchronize", "available_cores", "DEVICE_KINDS"]
+__all__ = ["DeviceSet", "resolve_devices", "synchronize", "synchronize_compute", "available_cores", "DEVICE_KINDS"]
 
 DEVICE_KINDS = ("auto", "cpu", "cuda")
 
@@ -70,3 +70,15 @@ def synchronize(devices: DeviceSet | tuple[torch.device, ...] | list[torch.devic
     devs = devices.devices if isinstance(devices, DeviceSet) else devices
     for device in {d for d in devs if d.type == "cuda"}:
         torch.cuda.synchronize(device)
+
+
+def synchronize_compute(device: torch.device) -> None:
+    """Wait for the work queued on `device`'s current stream only (its compute), before a clock is read.
+
+    Why not `synchronize`: torch.cuda.synchronize waits for every stream of the device,
+    NCCL's included, and a rank of the process executor has already posted the receive
+    of its next message there (bench/execution/p2p.py `P2PReceiver`): a device-wide sync
+    would wait for the upstream rank's next send and count that idle time as the batch's.
+    """
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()

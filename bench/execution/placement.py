@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import torch
 
@@ -32,13 +32,19 @@ def stage_devices(balance: Sequence[int], devices: Sequence[torch.device]) -> li
     return out
 
 
-def measure_stage_costs(method: Method, batches: Sequence, repeats: int = 3) -> list[float]:
-    """Median seconds per stage step on a throw-away copy of a decoupled method.
+def measure_stage_costs(method: Method, batches: Sequence, repeats: int = 3,
+                        device: Optional[torch.device] = None) -> list[float]:
+    """Median seconds per stage step on a throw-away copy of a decoupled method, on `device`.
 
     A copy, so the profiled updates never touch the parameters being benchmarked.
+    On `device` (the cell's first), because a split chosen from CPU timings of a
+    network that trains on GPUs balances the wrong costs; None: where it is.
     """
     trial = copy.deepcopy(method)
     steps = trial.stage_steps()
+    if device is not None:
+        for step in steps:
+            step.place(device)
     times: list[list[float]] = [[] for _ in steps]
     for i in range(repeats + 1):
         x, y = batches[i % len(batches)]
@@ -51,18 +57,22 @@ def measure_stage_costs(method: Method, batches: Sequence, repeats: int = 3) -> 
     return [sorted(t)[len(t) // 2] for t in times]
 
 
-def measure_layer_costs(model, batches: Sequence, repeats: int = 3) -> list[float]:
+def measure_layer_costs(model, batches: Sequence, repeats: int = 3,
+                        device: Optional[torch.device] = None) -> list[float]:
     """Median forward+backward seconds per stage of a coupled network (for GPipe/NMP balance).
 
     Each stage is timed on its own, input detached, backward of its output's
     sum, on a copy of the model.
     """
-    from models import detach_payload
+    from models import detach_payload, payload_to
 
     trial = copy.deepcopy(model)
+    if device is not None:  # where it trains (see measure_stage_costs)
+        trial.to(device)
+    where = device if device is not None else next(trial.parameters()).device
     times: list[list[float]] = [[] for _ in trial.stages]
     for i in range(repeats + 1):
-        x = batches[i % len(batches)][0]
+        x = payload_to(batches[i % len(batches)][0], where)
         for k, stage in enumerate(trial.stages):
             start = time.perf_counter()
             out = stage(x)
@@ -76,8 +86,13 @@ def measure_layer_costs(model, batches: Sequence, repeats: int = 3) -> list[floa
     return [sorted(t)[len(t) // 2] for t in times]
 
 
-def choose_balance(method: Method, num_devices: int, batches: Sequence, balance="auto") -> tuple[list[int], list[float] | None]:
-    """Resolve the grid's `balance` setting: a list, "even", "auto" (by measured time) or "predicted"."""
+def choose_balance(method: Method, num_devices: int, batches: Sequence, balance="auto",
+                   device: Optional[torch.device] = None) -> tuple[list[int], list[float] | None]:
+    """Resolve the grid's `balance` setting: a list, "even", "auto" (by measured time) or "predicted".
+
+    `auto` and `predicted` time the stages on `device`, the cell's first (None: where the
+    method is, the CPU before placement).
+    """
     num_stages = method.model.num_stages
     validate_split(num_stages, num_devices)
     if isinstance(balance, (list, tuple)):
@@ -94,12 +109,12 @@ def choose_balance(method: Method, num_devices: int, batches: Sequence, balance=
     # size; profiling on a slice keeps a batch-512 cell from spending minutes on it.
     sample = [(x[:PROFILE_SAMPLES], y[:PROFILE_SAMPLES]) for x, y in batches[:BALANCE_PROBE_BATCHES]]
     if method.decoupled:
-        costs = measure_stage_costs(method, sample)
+        costs = measure_stage_costs(method, sample, device=device)
     else:
-        costs = measure_layer_costs(method.model, sample)
+        costs = measure_layer_costs(method.model, sample, device=device)
     if balance == "predicted":  # the split bench.predict's simulator finds fastest for this method's schedule
         from bench.predict.balance import predicted_balance
 
-        kind = next(method.model.parameters()).device.type
+        kind = device.type if device is not None else next(method.model.parameters()).device.type
         return predicted_balance(method, num_devices, costs, len(sample[0][1]), kind), costs
     return contiguous_balance(costs, num_devices), costs

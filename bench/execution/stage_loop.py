@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
 import torch
 from torch.profiler import record_function
 
-from .devices import synchronize
+from .devices import synchronize_compute
 from .record import GroupRecord, check_finite
 
 if TYPE_CHECKING:
@@ -106,8 +106,8 @@ def run_stage_group(steps: Sequence[StageStep], stages: Sequence[int], device: t
             if i >= warmup_steps:
                 record.stage_busy_s[k] += t1 - t0
         batch_done = last and c == chunks - 1
-        if batch_done:
-            synchronize([device])
+        if batch_done:  # its compute stream only: not the next message's receive, posted already
+            synchronize_compute(device)
         now = time.perf_counter()
         if i >= warmup_steps:
             record.device_busy_s += now - group_start
