@@ -80,9 +80,9 @@ def _cell(method: str, devices: int, batch: int = BATCH, **settings):
 # Pipelines on 2+ GPUs also choose their split by timing the stages on their first GPU and count one
 # step's training memory: both run a copy of the whole network on one device, which a pipeline rank
 # (its other stages left on the CPU) must arrange
-PIPELINE = dict(balance="auto", count_train_memory=True)
+PIPELINE: dict[str, Any] = dict(balance="auto", count_train_memory=True)
 # A short training run: epochs of pinned batches read ahead in the ranks, evaluation and a checkpoint
-TRAINING_RUN = dict(epochs=1, max_train_items=320, max_test_items=128, val_fraction=0.0, profile=None)
+TRAINING_RUN: dict[str, Any] = dict(epochs=1, max_train_items=320, max_test_items=128, val_fraction=0.0, profile=None)
 
 
 def plan_cells(gpus: int) -> list[CheckedCell]:
