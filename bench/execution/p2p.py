@@ -100,6 +100,11 @@ class P2PSender:
         works, _, _ = self.pending.popleft()
         for w in works:
             w.wait()
+        if self.device.type == "cuda":
+            # NCCL's wait() only makes the current stream wait for the send, not this thread: the host
+            # waits here, so at most `depth` messages are in flight whatever else blocks (the stage's
+            # own work is done by now: its loss was read before the hand-over)
+            torch.cuda.current_stream(self.device).synchronize()
 
 
 class P2PReceiver:
