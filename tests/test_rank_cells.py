@@ -45,6 +45,7 @@ def test_distributed_cells_are_one_job_each_with_bps_and_the_sequential_numbers(
         cell = _cell(method, devices, data_workers=1 if method == "ddp" else 0)
         row = run_cell(cell, None, tmp_path / "r")
         assert row.status == "ok", row.error
+        assert row.cpu_denormals_flushed is True  # one process or rank 0's: the float mode it trained in
         rows[method, devices] = (cell, row)
     assert len(starts) == 3  # DDP, gpipe_dist, SCPL on processes: one rank job each, for both epochs
     assert [rows[k][1].executor for k in rows] == ["sequential", "ranks", "ranks", "sequential", "processes"]

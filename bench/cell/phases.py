@@ -44,7 +44,7 @@ from bench.execution.devices import DeviceSet, resolve_devices
 from bench.execution.placement import BALANCE_PROBE_BATCHES, choose_balance, stage_devices
 from bench.execution.record import RunRecord
 from bench.execution.sequential import run_sequential
-from bench.execution.threads import use_threads
+from bench.execution.threads import denormals_flushed, use_threads
 from bench.grid import Cell
 from bench.store.health import HealthThresholds, LearningTrace, health_flags
 from bench.store.row import ResultRow
@@ -116,6 +116,7 @@ class PlacedMethod:
         return {
             "device_kind": d.kind, "device_names": list(d.names), "threads_per_device": d.threads_per_device,
             "threads_total": d.total_threads, "cores": d.cores, "oversubscribed": d.oversubscribed,
+            "cpu_denormals_flushed": denormals_flushed(),
             "balance": self.balance, "stage_costs_s": self.stage_costs_s,
             "executor": choose_executor(self.method, d.count, self.executor).value,
         }

@@ -40,6 +40,8 @@ class ResultRow(CellIdentity):
     threads_total: Optional[int] = None
     cores: Optional[int] = None
     oversubscribed: Optional[bool] = None
+    # CPU float mode of the cell's threads: denormals flushed to zero (bench/execution/threads.py use_threads)
+    cpu_denormals_flushed: Optional[bool] = None
     balance: list[int] = field(default_factory=list)
     executor: Optional[str] = None  # "sequential" | "threads" | "processes" | "ranks" (bench/execution/choice.py)
     stage_costs_s: list[float] = field(default_factory=list)  # profiled (on <= 64 samples) to choose the balance
