@@ -20,6 +20,7 @@ def _shapes(value):
     (lambda: nn.GRU(5, 7, num_layers=3, bidirectional=True), (11, 3, 5), True),
     (lambda: nn.RNN(5, 7, batch_first=True), (3, 11, 5), False),
 ])
+@pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
 def test_recurrent_shapes_equal_the_real_forwards(make, x_shape, with_state):
     torch.manual_seed(0)
     rnn = make()
