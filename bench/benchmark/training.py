@@ -48,7 +48,9 @@ def _run(cell: Cell, data_root: Optional[str] = None):
 
 def throughput_entry(rounds: int = 3, batch: int = 32, items: int = 2048) -> dict:
     """SCPL, 2 devices: training-run samples/s over the sampled mode's samples/s (medians over rounds)."""
-    sampled = _cell("scpl", 2, batch, warmup_steps=2, steps=8, max_train_items=items)
+    # 32 timed steps, as the distributed step-rate entries (bench/benchmark/distributed.py): with 8 the
+    # sampled side was the noisy one
+    sampled = _cell("scpl", 2, batch, warmup_steps=2, steps=32, max_train_items=items)
     training = _cell("scpl", 2, batch, epochs=2, max_train_items=items)
     s_rates, t_rates = [], []
     for _ in range(rounds):  # interleaved, as ratios.py does
