@@ -77,7 +77,7 @@ def step_rate_entry(which: str, rounds: int = 3, batch: int = 32, items: int = 2
     step, epoch = statistics.median(steps), statistics.median(epochs_s)
     return {"name": f"training_run_step_rate_{which}_2dev", "ratio": steps_per_epoch * step / epoch,
             "target": 0.95,
-            "detail": f"{method} ({executor}) ConvNet cifar10@synthetic b{batch}, {items} items x {epochs} epochs: "
+            "detail": f"{which} ConvNet cifar10@synthetic b{batch}, {items} items x {epochs} epochs: "
                       f"median epoch {epoch:.2f} s for {steps_per_epoch} steps vs sampled median step "
                       f"{step * 1000:.1f} ms ({steps_per_epoch * step:.2f} s per epoch at the sampled rate)"}
 
