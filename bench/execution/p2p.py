@@ -19,6 +19,8 @@ import torch.distributed as dist
 
 from models.staged import Payload
 
+from .devices import synchronize_compute
+
 __all__ = ["HEADER_LEN", "END", "P2PSender", "P2PReceiver", "encode_header", "decode_header", "flatten", "unflatten"]
 
 HEADER_LEN = 64  # int64 entries describing one message: layout, dtypes, shapes
@@ -100,11 +102,10 @@ class P2PSender:
         works, _, _ = self.pending.popleft()
         for w in works:
             w.wait()
-        if self.device.type == "cuda":
-            # NCCL's wait() only makes the current stream wait for the send, not this thread: the host
-            # waits here, so at most `depth` messages are in flight whatever else blocks (the stage's
-            # own work is done by now: its loss was read before the hand-over)
-            torch.cuda.current_stream(self.device).synchronize()
+        # NCCL's wait() only makes the current stream wait for the send, not this thread: the host
+        # waits here, so at most `depth` messages are in flight whatever else blocks (the stage's
+        # own work is done by now: its loss was read before the hand-over)
+        synchronize_compute(self.device)
 
 
 class P2PReceiver:
