@@ -75,10 +75,11 @@ def static_bytes(params: Sequence[nn.Parameter], optimizers: Sequence[torch.opti
 
 
 def _move_to_cpu(method: Method) -> None:
-    """Every module of `method` and its optimizers' state on the CPU (the Parameter objects stay)."""
+    """Every module of `method` and the state of the optimizers its coupled step uses on the CPU
+    (the Parameter objects stay)."""
     for module in method.modules():
         module.cpu()
-    for optimizer in method.optimizers():
+    for optimizer in _optimizers(method):  # what train_step steps and static_bytes counts
         for state in optimizer.state.values():
             for key, value in state.items():
                 if isinstance(value, torch.Tensor):
